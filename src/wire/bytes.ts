@@ -44,7 +44,7 @@ export function macToString(mac: number): string {
 }
 
 /** Parses "aa:bb:cc:dd:ee:ff" (or '-' separated); null if malformed. */
-export function parseMac(s: string): number | null {
+export function macFromString(s: string): number | null {
   const m = /^([0-9a-f]{2})[:-]([0-9a-f]{2})[:-]([0-9a-f]{2})[:-]([0-9a-f]{2})[:-]([0-9a-f]{2})[:-]([0-9a-f]{2})$/i.exec(s);
   if (m === null) return null;
   return parseInt(m.slice(1).join(''), 16);
@@ -55,7 +55,7 @@ export function ipv4ToString(a: number): string {
 }
 
 /** Parses dotted-quad IPv4; null if malformed. */
-export function parseIpv4(s: string): number | null {
+export function ipv4FromString(s: string): number | null {
   const parts = s.split('.');
   if (parts.length !== 4) return null;
   let a = 0;
@@ -69,13 +69,13 @@ export function parseIpv4(s: string): number | null {
 }
 
 /** Parses an IPv6 address (RFC 4291 text forms, incl. "::" and embedded IPv4); null if malformed. */
-export function parseIpv6(s: string): Uint8Array | null {
+export function ipv6FromString(s: string): Uint8Array | null {
   let text = s;
   const out = new Uint8Array(16);
   let tail4: number | null = null;
   const lastColon = text.lastIndexOf(':');
   if (text.includes('.', lastColon)) {
-    tail4 = parseIpv4(text.slice(lastColon + 1));
+    tail4 = ipv4FromString(text.slice(lastColon + 1));
     if (tail4 === null) return null;
     text = text.slice(0, lastColon + 1) + '0:0';
   }
@@ -113,3 +113,13 @@ export function ipv6ToString(b: Uint8Array, o = 0): string {
   if (bestStart < 0) return hex(w);
   return `${hex(w.slice(0, bestStart))}::${hex(w.slice(bestStart + bestLen))}`;
 }
+
+// The text parsers were first named parseMac/parseIpv4/parseIpv6; those names
+// now belong to the header parsers (parseIpv4(view) in ipv4.ts, parseIpv6 in
+// ipv6.ts), which the wire index exports. Kept for direct importers of bytes.js.
+/** @deprecated use macFromString */
+export const parseMac = macFromString;
+/** @deprecated use ipv4FromString */
+export const parseIpv4 = ipv4FromString;
+/** @deprecated use ipv6FromString */
+export const parseIpv6 = ipv6FromString;

@@ -4,12 +4,16 @@
 // memcpy, SIMD gets to the same order as memcpy).
 //
 // The module is written out instruction by instruction below; the comments
-// give the WebAssembly text form. It has one export:
+// give the WebAssembly text form. Its exports:
 //
 //   (func $sumLE (param $p i32) (param $n i32) (result i32))
-//
-// returning the folded one's-complement sum of little-endian 16-bit words in
-// memory[p .. p+n). The caller swaps bytes to get the network-order sum.
+//     the folded one's-complement sum of little-endian 16-bit words in
+//     memory[p .. p+n); the caller swaps bytes to get the network-order sum;
+//   (func $copySumLE (param $p i32) (param $n i32) (param $d i32) (result i32))
+//     the same, while copying memory[p .. p+n) to d (regions must not overlap);
+//   (func $copy (param $d i32) (param $s i32) (param $n i32))
+//     memory.copy, which on shared memory is far faster than
+//     TypedArray.copyWithin (V8 copies shared buffers with atomic-safe loops).
 
 import type { ChecksumKernel } from './checksum.js';
 
@@ -57,7 +61,7 @@ const I32 = 0x7f, I64 = 0x7e, V128 = 0x7b, VOID = 0x40;
 const op = {
   block: 0x02, loop: 0x03, if: 0x04, end: 0x0b, br: 0x0c, brIf: 0x0d, select: 0x1b,
   localGet: 0x20, localSet: 0x21, localTee: 0x22,
-  i32Load8U: 0x2d, i32Load16U: 0x2f,
+  i32Load8U: 0x2d, i32Load16U: 0x2f, i32Store8: 0x3a, i32Store16: 0x3b,
   i32Const: 0x41, i64Const: 0x42,
   i32LtU: 0x49,
   i32Add: 0x6a, i32Sub: 0x6b, i32And: 0x71,
@@ -66,7 +70,7 @@ const op = {
 } as const;
 const SIMD = 0xfd;
 const simd = {
-  v128Load: 0x00, v128Const: 0x0c, i64x2ExtractLane: 0x1d,
+  v128Load: 0x00, v128Store: 0x0b, v128Const: 0x0c, i64x2ExtractLane: 0x1d,
   i32x4ExtaddPairwiseI16x8U: 0x7f, i32x4Add: 0xae,
   i64x2ExtendLowI32x4U: 0xc9, i64x2ExtendHighI32x4U: 0xca, i64x2Add: 0xce,
 } as const;
@@ -79,21 +83,42 @@ const i64c = (n: number) => [op.i64Const, ...sleb(n)];
 const s = (o: number) => [SIMD, ...uleb(o)];
 // memarg: alignment exponent, offset
 const v128Load = (offset: number) => [...s(simd.v128Load), 0, ...uleb(offset)];
+const v128Store = (offset: number) => [...s(simd.v128Store), 0, ...uleb(offset)];
 const v128Zero = () => [...s(simd.v128Const), ...new Array<number>(16).fill(0)];
-
-// Locals: params 0 p, 1 n; then end, chunkEnd, rem (i32); acc (i64); a0..a3 (v128).
-const P = 0, N = 1, END = 2, CHUNK_END = 3, REM = 4, ACC = 5, A0 = 6;
 
 /** Chunk of input whose lane sums cannot overflow 32 bits: each 64-byte
  *  step adds < 2^17 to a lane, and 2^14 steps stay below 2^31. */
 const CHUNK = 1 << 20;
 
-function body(): number[] {
+/**
+ * The summing loop. Without copy: (func (param $p i32) (param $n i32) (result i32)).
+ * With copy: (func (param $p i32) (param $n i32) (param $d i32) (result i32)),
+ * which also stores every byte it reads at $d: one pass for "copy this
+ * payload and tell me its checksum".
+ */
+function sumBody(withCopy: boolean): number[] {
+  // Params: 0 p, 1 n, [2 d]; then locals.
+  const P = 0, N = 1, D = 2;
+  const base = withCopy ? 3 : 2;
+  const END = base, CHUNK_END = base + 1, REM = base + 2, DELTA = base + 3, W = base + 4;
+  const ACC = base + 5, A0 = base + 6, T = base + 10;
   const code: number[] = [];
   const emit = (...parts: number[][]) => { for (const p of parts) code.push(...p); };
+  /** Push the destination address for the current p (p + delta). */
+  const dst = () => [...get(P), ...get(DELTA), op.i32Add];
+  /** Stack: [addr?] v -> accumulate v into A_k, storing it first when copying. */
+  const step = (k: number, offset: number) => {
+    if (withCopy) {
+      emit(dst(), get(P), v128Load(offset), tee(T), v128Store(offset));
+      emit(get(A0 + k), get(T), s(simd.i32x4ExtaddPairwiseI16x8U), s(simd.i32x4Add), set(A0 + k));
+    } else {
+      emit(get(A0 + k), get(P), v128Load(offset), s(simd.i32x4ExtaddPairwiseI16x8U), s(simd.i32x4Add), set(A0 + k));
+    }
+  };
 
-  // acc = 0; end = p + n
+  // acc = 0; end = p + n; delta = d - p
   emit(i64c(0), set(ACC), get(P), get(N), [op.i32Add], set(END));
+  if (withCopy) emit(get(D), get(P), [op.i32Sub], set(DELTA));
 
   // Main loop, 64 bytes a step in four independent accumulators, chunked.
   emit([op.block, VOID], [op.loop, VOID]);
@@ -104,10 +129,7 @@ function body(): number[] {
     i32c(-64), [op.i32And], get(P), [op.i32Add], set(CHUNK_END));
   for (let k = 0; k < 4; k++) emit(v128Zero(), set(A0 + k));
   emit([op.loop, VOID]);
-  for (let k = 0; k < 4; k++) {
-    // a_k = i32x4.add(a_k, i32x4.extadd_pairwise_i16x8_u(v128.load offset=16k (p)))
-    emit(get(A0 + k), get(P), v128Load(16 * k), s(simd.i32x4ExtaddPairwiseI16x8U), s(simd.i32x4Add), set(A0 + k));
-  }
+  for (let k = 0; k < 4; k++) step(k, 16 * k);
   //   p += 64; continue while p < chunkEnd
   emit(get(P), i32c(64), [op.i32Add], tee(P), get(CHUNK_END), [op.i32LtU], [op.brIf, 0], [op.end]);
   // Widen the four accumulators into i64x2 and add both lanes to acc.
@@ -124,7 +146,7 @@ function body(): number[] {
   emit(v128Zero(), set(A0));
   emit([op.block, VOID], [op.loop, VOID]);
   emit(get(END), get(P), [op.i32Sub], i32c(16), [op.i32LtU], [op.brIf, 1]);
-  emit(get(A0), get(P), v128Load(0), s(simd.i32x4ExtaddPairwiseI16x8U), s(simd.i32x4Add), set(A0));
+  step(0, 0);
   emit(get(P), i32c(16), [op.i32Add], set(P), [op.br, 0], [op.end], [op.end]);
   emit(get(A0), s(simd.i64x2ExtendLowI32x4U), get(A0), s(simd.i64x2ExtendHighI32x4U), s(simd.i64x2Add),
     tee(A0), s(simd.i64x2ExtractLane), [0], get(A0), s(simd.i64x2ExtractLane), [1], [op.i64Add],
@@ -133,12 +155,22 @@ function body(): number[] {
   // 2 bytes a step.
   emit([op.block, VOID], [op.loop, VOID]);
   emit(get(END), get(P), [op.i32Sub], i32c(2), [op.i32LtU], [op.brIf, 1]);
-  emit(get(ACC), get(P), [op.i32Load16U, 0, 0], [op.i64ExtendI32U], [op.i64Add], set(ACC));
+  if (withCopy) {
+    emit(dst(), get(P), [op.i32Load16U, 0, 0], tee(W), [op.i32Store16, 0, 0]);
+    emit(get(ACC), get(W), [op.i64ExtendI32U], [op.i64Add], set(ACC));
+  } else {
+    emit(get(ACC), get(P), [op.i32Load16U, 0, 0], [op.i64ExtendI32U], [op.i64Add], set(ACC));
+  }
   emit(get(P), i32c(2), [op.i32Add], set(P), [op.br, 0], [op.end], [op.end]);
 
   // A trailing odd byte is the low byte of a little-endian word.
   emit(get(P), get(END), [op.i32LtU], [op.if, VOID]);
-  emit(get(ACC), get(P), [op.i32Load8U, 0, 0], [op.i64ExtendI32U], [op.i64Add], set(ACC), [op.end]);
+  if (withCopy) {
+    emit(dst(), get(P), [op.i32Load8U, 0, 0], tee(W), [op.i32Store8, 0, 0]);
+    emit(get(ACC), get(W), [op.i64ExtendI32U], [op.i64Add], set(ACC), [op.end]);
+  } else {
+    emit(get(ACC), get(P), [op.i32Load8U, 0, 0], [op.i64ExtendI32U], [op.i64Add], set(ACC), [op.end]);
+  }
 
   // Fold to 16 bits: acc = (acc & 0xffff) + (acc >> 16), four times.
   for (let k = 0; k < 4; k++) {
@@ -146,8 +178,15 @@ function body(): number[] {
   }
   emit(get(ACC), [op.i32WrapI64], [op.end]);
 
-  const locals = vec([[3, I32], [1, I64], [4, V128]]);
+  // end, chunkEnd, rem, delta, w: i32; acc: i64; a0..a3, t: v128
+  const locals = vec([[5, I32], [1, I64], [5, V128]]);
   const fn = [...locals, ...code];
+  return [...uleb(fn.length), ...fn];
+}
+
+/** (func $copy (param $d i32) (param $s i32) (param $n i32) memory.copy) */
+function copyBody(): number[] {
+  const fn = [0, ...get(0), ...get(1), ...get(2), 0xfc, ...uleb(10), 0, 0, op.end];
   return [...uleb(fn.length), ...fn];
 }
 
@@ -157,11 +196,19 @@ export function checksumModuleBytes(shared: boolean): Uint8Array {
   const limits = shared ? [0x03, ...uleb(1), ...uleb(65536)] : [0x00, ...uleb(1)];
   const bytes = [
     0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00,
-    ...section(1, vec([[0x60, 2, I32, I32, 1, I32]])),
+    ...section(1, vec([
+      [0x60, 2, I32, I32, 1, I32],          // 0: (p, n) -> sum
+      [0x60, 3, I32, I32, I32, 1, I32],     // 1: (p, n, d) -> sum
+      [0x60, 3, I32, I32, I32, 0],          // 2: (d, s, n) -> ()
+    ])),
     ...section(2, vec([[...str('env'), ...str('memory'), 0x02, ...limits]])),
-    ...section(3, vec([[0]])),
-    ...section(7, vec([[...str('sumLE'), 0x00, 0]])),
-    ...section(10, vec([body()])),
+    ...section(3, vec([[0], [1], [2]])),
+    ...section(7, vec([
+      [...str('sumLE'), 0x00, 0],
+      [...str('copySumLE'), 0x00, 1],
+      [...str('copy'), 0x00, 2],
+    ])),
+    ...section(10, vec([sumBody(false), sumBody(true), copyBody()])),
   ];
   return new Uint8Array(bytes);
 }
@@ -196,6 +243,11 @@ export function simdChecksumKernel(memory: WebAssembly.Memory): ChecksumKernel |
     modules.set(shared, mod);
   }
   const instance = new WebAssembly.Instance(mod, { env: { memory } });
-  const sumLE = instance.exports['sumLE'] as (p: number, n: number) => number;
-  return { buffer: memory.buffer, sumLE };
+  const x = instance.exports;
+  return {
+    buffer: memory.buffer,
+    sumLE: x['sumLE'] as (p: number, n: number) => number,
+    copySumLE: x['copySumLE'] as (p: number, n: number, d: number) => number,
+    copy: x['copy'] as (d: number, s: number, n: number) => void,
+  };
 }

@@ -8,8 +8,9 @@ export type WireError =
   | 'bad-version'        // IP version nibble is not what the view expects
   | 'bad-option'         // a malformed option (IPv4, TCP, IPv6 extension header)
   | 'bad-type'           // a type/flags field holds a value the format forbids
-  | 'too-many-tags'      // more VLAN tags / extension headers than we walk
+  | 'too-many-tags'      // more VLAN tags than we walk
   | 'unsupported';       // well formed, but a kind this parser does not handle
+                         // (also: more IPv6 extension headers than we walk)
 
 /** Shared empty buffer for views that are not bound yet. */
 export const EMPTY = new Uint8Array(0);

@@ -42,7 +42,7 @@ export const Ipv4Option = { EOL: 0, NOP: 1 } as const;
  * Checks the option area [off, end) for a well-formed sequence: EOL ends it,
  * NOP is one byte, every other option has a length byte ≥ 2 that fits.
  */
-function checkOptions(b: Uint8Array, off: number, end: number): WireError | null {
+export function checkIpv4Options(b: Uint8Array, off: number, end: number): WireError | null {
   let o = off;
   while (o < end) {
     const kind = b[o]!;
@@ -77,7 +77,7 @@ export class Ipv4View {
     const total = get16(buf, off + 2);
     if (total < hl) return 'bad-length';
     if (total > len) return 'truncated';
-    const e = checkOptions(buf, off + IPV4_MIN_HEADER_LEN, off + hl);
+    const e = checkIpv4Options(buf, off + IPV4_MIN_HEADER_LEN, off + hl);
     if (e !== null) return e;
     this.buf = buf;
     this.off = off;

@@ -1,0 +1,37 @@
+# Shared by demo.sh and test.sh: install what a fresh machine lacks.
+# Sourced, not run. Needs bash.
+
+# ensure_tools CMD:PACKAGE ... — apt-get install the packages whose command is missing.
+ensure_tools() {
+  local missing=() pair cmd pkg
+  for pair in "$@"; do
+    cmd=${pair%%:*}
+    pkg=${pair#*:}
+    if ! command -v "$cmd" >/dev/null 2>&1 && [ ! -x "$cmd" ]; then
+      missing+=("$pkg")
+    fi
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "vswitch: missing system packages: ${missing[*]} (run as root to install them, or: sudo apt-get install ${missing[*]})" >&2
+    return 0
+  fi
+  echo "vswitch: installing ${missing[*]} ..." >&2
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq >/dev/null
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+# ensure_node_deps — npm ci when node_modules is missing or older than the lock file.
+ensure_node_deps() {
+  if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+    echo "vswitch: installing npm dependencies ..." >&2
+    npm ci --no-audit --no-fund --loglevel=error
+  fi
+}
+
+# build — compile TypeScript to dist/.
+build() {
+  rm -rf dist
+  npx --no-install tsc -p . || { echo "vswitch: TypeScript build failed" >&2; return 1; }
+}
