@@ -239,8 +239,8 @@ def make_cases():
         kw["seed"] = len(cases) + 1
         cases.append(kw)
 
-    add("tcp4-plain", "IPv4/TCP, no options, mss 1448, ACK|PSH, 8000 B", mss=1448, payload=8000)
-    add("tcp4-mss1460", "IPv4/TCP, mss 1460 (segments exactly 1500 B IP)", mss=1460, payload=7300 + 100)
+    add("tcp4-plain", "IPv4/TCP, no options, mss 1448, ACK|PSH, 6000 B", mss=1448, payload=6000)
+    add("tcp4-mss1460", "IPv4/TCP, mss 1460 (segments exactly 1500 B IP)", mss=1460, payload=3 * 1460 + 100)
     add("tcp4-ts", "IPv4/TCP with NOP,NOP,Timestamps, mss 1436", mss=1436, payload=7000, tcpopts="ts")
     add("tcp4-nonmultiple", "payload = 3*mss + 1 (1-byte last segment)", mss=1448, payload=3 * 1448 + 1)
     add("tcp4-exact", "payload = 4*mss exactly", mss=1448, payload=4 * 1448)
@@ -260,7 +260,7 @@ def make_cases():
     add("tcp4-mss536", "small mss 536", mss=536, payload=3000, tcpopts="ts")
     add("tcp4-ipid-wrap", "IPv4 ID 0xfffe: watch the ID wrap", mss=1448, payload=6000, ipid=0xFFFE)
     add("tcp4-nodf", "IPv4 without DF, ID 0x8000", mss=1448, payload=5000, df=False, ipid=0x8000)
-    add("tcp4-seq-wrap", "TCP seq 0xfffffa00: sequence wraps past 2^32", mss=1448, payload=8000, seq=0xFFFFFA00)
+    add("tcp4-seq-wrap", "TCP seq 0xfffffa00: sequence wraps past 2^32", mss=1448, payload=5000, seq=0xFFFFFA00)
     add("tcp4-sack", "TCP NOP,NOP,SACK block option, mss 1436", mss=1436, payload=4500, tcpopts="sack")
     add("tcp4-large", "60000 B payload, mss 1448 (42 segments)", mss=1448, payload=60000, tcpopts="ts")
     add("tcp4-csum-zero", "payload tuned so segment 1's TCP checksum is 0x0000", mss=1448, payload=4000,
@@ -276,7 +276,7 @@ def make_cases():
         payload=5000, flags=TCP_CWR | TCP_ECE | TCP_PSH | TCP_FIN | A, tclass=0x02, gsoEcn=True)
     add("tcp6-large", "IPv6, 15000 B payload", ip=6, mss=1440, payload=15000)
     add("udp4-uso", "IPv4/UDP L4 (USO) gso_size 1400, payload 2*1400+1", l4="udp", mss=1400, payload=2 * 1400 + 1)
-    add("udp4-uso-big", "IPv4/UDP L4 gso_size 1400, payload 7000", l4="udp", mss=1400, payload=7000)
+    add("udp4-uso-big", "IPv4/UDP L4 gso_size 1400, payload 6500", l4="udp", mss=1400, payload=6500)
     add("udp4-uso-exact", "IPv4/UDP L4 gso_size 1472, payload 3*1472", l4="udp", mss=1472, payload=3 * 1472)
     add("udp4-csum-zero", "payload tuned so segment 1's UDP checksum computes to 0 (sent as 0xffff)", l4="udp",
         mss=1400, payload=4000, forceZero=1)
