@@ -21,6 +21,12 @@ export class Packet {
   readonly meta = new OffloadMeta();
   /** Owned by someone (taken from the pool and not yet given back). */
   inUse = false;
+  /**
+   * Holders of this packet. One packet may go to several destinations
+   * unchanged (flooding); each holds a reference and the buffer returns to
+   * the pool when the last one releases it.
+   */
+  refs = 0;
 
   constructor(
     readonly pool: BufferPool,
@@ -84,8 +90,23 @@ export class Packet {
     return this.buf.slice(this.off, this.off + this.len);
   }
 
-  /** Return the buffer to its pool. */
+  /** One more holder (see `refs`). */
+  retain(): void {
+    this.refs++;
+  }
+
+  /** Drop one reference; the buffer goes back to its pool with the last. Releasing a free packet throws. */
   release(): void {
+    if (this.refs > 1) {
+      this.refs--;
+      return;
+    }
+    this.refs = 0;
     this.pool.give(this);
+  }
+
+  /** Whether someone else holds it too: modify only a copy. */
+  get shared(): boolean {
+    return this.refs > 1;
   }
 }

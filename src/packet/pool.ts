@@ -119,6 +119,7 @@ export class BufferPool {
       const used = cls.count - cls.top;
       if (used > cls.peak) cls.peak = used;
       p.inUse = true;
+      p.refs = 1;
       p.reset(this.headroom);
       return p;
     }

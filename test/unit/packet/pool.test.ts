@@ -140,3 +140,18 @@ test('batch keeps its capacity and order; releaseAll returns every buffer', () =
   assert.ok(b.empty);
   assert.equal(pool.inUse, 1, 'only the packet the batch refused is still out');
 });
+
+test('references: a retained packet returns to the pool with its last release', () => {
+  const pool = small();
+  const p = pool.take(10)!;
+  p.retain();
+  p.retain();
+  assert.ok(p.shared);
+  p.release();
+  p.release();
+  assert.equal(pool.inUse, 1);
+  assert.equal(p.shared, false);
+  p.release();
+  assert.equal(pool.inUse, 0);
+  assert.throws(() => p.release(), DoubleFreeError);
+});

@@ -1,0 +1,810 @@
+// The switch: ports, the capability map and advertisement, and the packet
+// pipeline (DESIGN.md §2):
+//
+//   receive(batch) → validate → ingress policy → forwarding → egress policy
+//                  → per-destination offload resolution → delivery in batches
+//
+// Ownership: `receive` takes the packets of the batch. Each destination that
+// gets a packet holds a reference until its backend has sent it; variants
+// made for some destinations (segments, a checksummed copy) are made once per
+// packet and shared by every destination that needs the same one.
+
+import { Batch } from '../packet/batch.js';
+import type { BufferPool } from '../packet/pool.js';
+import type { Packet } from '../packet/packet.js';
+import { GsoType, RxCsum } from '../packet/meta.js';
+import { TCP_CSUM_OFFSET, UDP_CSUM_OFFSET } from '../packet/vnet.js';
+import { get16, getMac, isMulticastMac, set16 } from '../wire/bytes.js';
+import { copyBytes } from '../wire/checksum.js';
+import { FrameLayout, L3, parseFrame, type L3Kind } from '../wire/frame.js';
+import { EtherType } from '../wire/ethernet.js';
+import { IpProtocol } from '../wire/ipv4.js';
+import {
+  checksumAll, cloneCapabilities, capabilitiesEqual, ipsecUnion, normalizeCapabilities, noOffloads,
+  segmentationAll, checksumNone, segmentationNone, ipsecNone, type OffloadCapabilities,
+} from '../offload/capabilities.js';
+import { completeChecksum, fillIpv4HeaderChecksum } from '../offload/checksum.js';
+import { segment, segmentCount, type SegmentError } from '../offload/segment.js';
+import { Drop, DROP_REASONS, type DropReason } from './counters.js';
+import { Emitter } from './events.js';
+import { LearnResult, MacTable } from './mac-table.js';
+import { aclAllows, aclMatch, checkPortSecurity } from './policy.js';
+import { Port, type PortBackend, type PortConfig } from './port.js';
+import { OFFLOAD_MODE_NAMES, OffloadMode, Resolution, resolveOffload } from './resolve.js';
+
+export interface SwitchOptions {
+  pool: BufferPool;
+  macTableSize?: number;
+  macAgingMs?: number;
+  /** Packets per output batch (default 64). */
+  batchSize?: number;
+  /** Wall clock in milliseconds (MAC aging, budgets). */
+  now?: () => number;
+  /** CPU-time clock in nanoseconds, for charging software offload work. */
+  clockNs?: () => number;
+}
+
+export interface SwitchEvents extends Record<string, unknown> {
+  'mac-move': { mac: number; vlan: number; from: string; to: string };
+  'advertise': { port: string; caps: OffloadCapabilities };
+  'capabilities': { port: string; caps: OffloadCapabilities };
+  'port-added': { port: string };
+  'port-removed': { port: string };
+}
+
+export interface TraceDestination {
+  port: string;
+  kind: string;
+  egress: 'allow' | 'deny';
+  offload: (typeof OFFLOAD_MODE_NAMES)[number];
+  why: string;
+  /** Segments the switch would produce (software segmentation). */
+  segments?: number;
+  partialChecksum?: boolean;
+  /** 802.1Q TCI inserted on the way out, if any. */
+  vlanTag?: number;
+  drop?: DropReason;
+}
+
+export interface TraceResult {
+  inPort: string;
+  stages: { stage: string; verdict: string; detail?: string }[];
+  destinations: TraceDestination[];
+  outcome: 'forwarded' | DropReason | 'pending';
+}
+
+const TPID_8021Q = EtherType.VLAN;
+
+/** Everything made for one packet on its way to several destinations. */
+class Variants {
+  /** Segments with full checksums / with partial checksums. */
+  readonly full: Batch;
+  readonly partial: Batch;
+  fullDone = false;
+  partialDone = false;
+  fullError: SegmentError | null = null;
+  partialError: SegmentError | null = null;
+  /** The packet with its checksum completed (a copy, or the packet itself when exclusive). */
+  completed: Packet | null = null;
+  completedTried = false;
+  constructor(segmentCapacity: number) {
+    this.full = new Batch(segmentCapacity);
+    this.partial = new Batch(segmentCapacity);
+  }
+  reset(): void {
+    this.full.releaseAll();
+    this.partial.releaseAll();
+    this.fullDone = this.partialDone = false;
+    this.fullError = this.partialError = null;
+    if (this.completed !== null) this.completed.release();
+    this.completed = null;
+    this.completedTried = false;
+  }
+}
+
+const PARTIAL = { partialChecksum: true };
+const FULL = { partialChecksum: false };
+
+/** The segment batch bounds how many segments one super-frame may produce. */
+const MAX_SEGMENTS = 512;
+
+export class Switch {
+  readonly pool: BufferPool;
+  readonly macs: MacTable;
+  readonly events = new Emitter<SwitchEvents>();
+  readonly ports: (Port | undefined)[] = [];
+  private readonly byName = new Map<string, Port>();
+  private readonly batchSize: number;
+  private readonly now: () => number;
+  private readonly clockNs: () => number;
+
+  // Scratch, reused for every packet.
+  private readonly lay = new FrameLayout();
+  private dests = new Int32Array(64);
+  private readonly res = new Resolution();
+  private readonly variants = new Variants(MAX_SEGMENTS);
+  private touched = new Int32Array(64);
+  private touchedCount = 0;
+  private touchedFlag = new Uint8Array(64);
+  private tr: TraceResult | null = null;
+
+  constructor(opts: SwitchOptions) {
+    this.pool = opts.pool;
+    this.macs = new MacTable(opts.macTableSize ?? 16384, opts.macAgingMs ?? 300_000);
+    this.batchSize = opts.batchSize ?? 64;
+    this.now = opts.now ?? (() => Date.now());
+    this.clockNs = opts.clockNs ?? (() => performance.now() * 1e6);
+  }
+
+  // --- ports -------------------------------------------------------------
+
+  addPort(cfg: PortConfig, backend: PortBackend): Port {
+    if (this.byName.has(cfg.name)) throw new Error(`port ${cfg.name} exists already`);
+    let index = this.ports.indexOf(undefined);
+    if (index < 0) index = this.ports.length;
+    const port = new Port(index, cfg, backend, this.batchSize);
+    port.lastRefill = this.now();
+    this.ports[index] = port;
+    this.byName.set(port.name, port);
+    this.ensureScratch();
+    this.events.emit('port-added', { port: port.name });
+    this.readvertise();
+    return port;
+  }
+
+  removePort(name: string): void {
+    const port = this.port(name);
+    this.macs.flushPort(port.index, true);
+    for (const p of port.backlog) p.release();
+    port.counters.pending = 0;
+    port.backlog.length = 0;
+    port.backlogVlan.length = 0;
+    this.ports[port.index] = undefined;
+    this.byName.delete(name);
+    try {
+      port.backend.close?.();
+    } catch {
+      // a failing backend must not stop the removal
+    }
+    this.events.emit('port-removed', { port: name });
+    this.readvertise();
+  }
+
+  port(name: string): Port {
+    const p = this.byName.get(name);
+    if (p === undefined) throw new Error(`no port ${name}`);
+    return p;
+  }
+
+  findPort(name: string): Port | undefined {
+    return this.byName.get(name);
+  }
+
+  listPorts(): Port[] {
+    return this.ports.filter((p): p is Port => p !== undefined);
+  }
+
+  setPortUp(name: string, up: boolean): void {
+    const port = this.port(name);
+    if (port.up === up) return;
+    port.up = up;
+    if (!up) this.macs.flushPort(port.index);
+    this.readvertise();
+  }
+
+  private ensureScratch(): void {
+    const n = this.ports.length;
+    if (this.dests.length < n) this.dests = new Int32Array(n * 2);
+    if (this.touched.length < n) {
+      this.touched = new Int32Array(n * 2);
+      const f = new Uint8Array(n * 2);
+      f.set(this.touchedFlag);
+      this.touchedFlag = f;
+    }
+  }
+
+  // --- capabilities and advertisement ------------------------------------
+
+  /** An external port's NIC changed what it can do (e.g. `ethtool -K tso off`). */
+  updateCapabilities(name: string, caps: OffloadCapabilities): void {
+    const port = this.port(name);
+    const n = normalizeCapabilities(caps);
+    if (capabilitiesEqual(n, port.deviceCaps)) return;
+    port.deviceCaps = n;
+    this.events.emit('capabilities', { port: name, caps: cloneCapabilities(n) });
+    this.readvertise();
+  }
+
+  /**
+   * What the switch offers a port's guest: host and synthetic vNICs always get
+   * send checksum, LSO and USO (done in software where the path cannot) and
+   * receive checksum; IPsec only while some external port that is up can do
+   * it; legacy and external ports get nothing. Per-port overrides switch
+   * parts off.
+   */
+  advertisementFor(port: Port): OffloadCapabilities {
+    if (!port.isVnic) return noOffloads();
+    const c = noOffloads();
+    const o = port.overrides;
+    if (o.checksum !== false) {
+      c.txChecksum = checksumAll();
+      if (o.lso !== false) c.lso = segmentationAll();
+      if (o.uso !== false) c.uso = segmentationAll();
+    } else {
+      c.txChecksum = checksumNone();
+      c.lso = segmentationNone();
+      c.uso = segmentationNone();
+    }
+    c.rxChecksum = checksumAll();
+    if (o.ipsec !== false) {
+      c.ipsec = ipsecUnion(this.listPorts().filter((p) => p.kind === 'external' && p.up).map((p) => p.deviceCaps.ipsec));
+    } else {
+      c.ipsec = ipsecNone();
+    }
+    return normalizeCapabilities(c);
+  }
+
+  /** Recompute every port's advertisement and notify those that changed. */
+  readvertise(): void {
+    for (const port of this.listPorts()) {
+      const caps = this.advertisementFor(port);
+      if (capabilitiesEqual(caps, port.advertised)) continue;
+      port.advertised = caps;
+      try {
+        port.backend.advertise?.(cloneCapabilities(caps), port);
+      } catch {
+        // one port's failure to take an advertisement must not affect the others
+      }
+      this.events.emit('advertise', { port: port.name, caps: cloneCapabilities(caps) });
+    }
+  }
+
+  // --- the data path -------------------------------------------------------
+
+  /**
+   * A backend dropped a frame before the switch saw it (e.g. its
+   * virtio_net_hdr did not decode): counted as received and dropped.
+   */
+  countReceiveDrop(port: Port, len: number, reason: DropReason, detail?: string): void {
+    const c = port.counters;
+    c.rxPackets++;
+    c.rxBytes += len;
+    c.rxDrops[Drop[reason]]!++;
+    if (detail !== undefined) c.vnetErrors.set(detail, (c.vnetErrors.get(detail) ?? 0) + 1);
+  }
+
+  /** Process every packet of `batch`, received on `port`; takes ownership of them and clears the batch. */
+  receive(port: Port, batch: Batch): void {
+    const c = port.counters;
+    for (let i = 0; i < batch.count; i++) {
+      const p = batch.packets[i]!;
+      c.rxPackets++;
+      c.rxBytes += p.len;
+      p.inPort = port.index;
+      this.process(p, port);
+    }
+    batch.clear();
+    this.flush();
+  }
+
+  private dropIn(port: Port, p: Packet, reason: number): void {
+    if (this.tr !== null) {
+      this.tr.outcome = DROP_REASONS[reason]!;
+    } else {
+      port.counters.rxDrops[reason]!++;
+    }
+    p.release();
+  }
+
+  private stage(stage: string, verdict: string, detail?: string): void {
+    const s: { stage: string; verdict: string; detail?: string } = { stage, verdict };
+    if (detail !== undefined) s.detail = detail;
+    this.tr!.stages.push(s);
+  }
+
+  private process(p: Packet, inPort: Port): void {
+    if (!inPort.up) return this.dropIn(inPort, p, Drop['port-down']);
+    const vlan = this.ingress(p, inPort);
+    if (vlan < 0) return;
+    this.forward(p, inPort, vlan, false);
+  }
+
+  /** Validate and apply ingress policy. Returns the packet's VLAN, or -1 when it was dropped. */
+  private ingress(p: Packet, inPort: Port): number {
+    const tr = this.tr;
+    const m = p.meta;
+    const buf = p.buf;
+    if (p.len < 14) { this.dropIn(inPort, p, Drop.malformed); return -1; }
+    if (inPort.kind === 'legacy' && m.needsOffload) {
+      if (tr !== null) this.stage('validate', 'drop', 'offload metadata on a legacy port');
+      this.dropIn(inPort, p, Drop['legacy-offload']);
+      return -1;
+    }
+    // A guest's word that a checksum is fine is never taken.
+    if (inPort.kind !== 'external') m.rxCsum = RxCsum.UNKNOWN;
+
+    // VLAN: classify by the outer 802.1Q tag (in band or out of band), then strip it.
+    let vid = -1;
+    let pcp = 0;
+    if (m.vlanPresent) {
+      vid = m.vlanTci & 0x0fff;
+      pcp = m.vlanTci >>> 13;
+      m.vlanPresent = false;
+      m.vlanTci = 0;
+    } else if (p.len >= 18 && get16(buf, p.off + 12) === TPID_8021Q) {
+      const tci = get16(buf, p.off + 14);
+      vid = tci & 0x0fff;
+      pcp = tci >>> 13;
+      this.stripTag(p);
+    }
+    const vlan = inPort.classify(vid);
+    if (vlan < 0) {
+      if (tr !== null) this.stage('ingress', 'drop', `VLAN ${vid < 0 ? 'untagged' : vid} not admitted`);
+      this.dropIn(inPort, p, Drop['vlan-not-allowed']);
+      return -1;
+    }
+    // Inside the switch frames are untagged; the classification travels in the
+    // metadata (priority kept for the way out), the tag is not "present".
+    m.vlanTci = (pcp << 13) | vlan;
+
+    const lay = this.lay;
+    const gso = m.gsoType !== GsoType.NONE;
+    const err = parseFrame(buf, p.off, p.len, lay, gso ? { zeroLengthMeansFrame: true } : undefined);
+    if (m.needsOffload) {
+      const reason = this.validateOffload(p, err);
+      if (reason >= 0) {
+        if (tr !== null) this.stage('validate', 'drop', DROP_REASONS[reason]);
+        this.dropIn(inPort, p, reason);
+        return -1;
+      }
+    }
+    const l3Len = p.len - 14 - 4 * lay.tagCount;
+    if (!m.isGso && l3Len > inPort.mtu) {
+      if (tr !== null) this.stage('validate', 'drop', `${l3Len} B above MTU ${inPort.mtu} without segmentation metadata`);
+      this.dropIn(inPort, p, Drop.oversize);
+      return -1;
+    }
+    if (tr !== null) this.stage('validate', 'ok', m.needsOffload ? this.describeMeta(p) : 'no offload requested');
+
+    const sec = checkPortSecurity(inPort.security, buf, lay);
+    if (sec !== 'ok') {
+      if (tr !== null) this.stage('ingress', 'drop', sec);
+      this.dropIn(inPort, p, Drop[sec]);
+      return -1;
+    }
+    if (!aclAllows(inPort.aclIn, buf, lay, vlan)) {
+      if (tr !== null) this.stage('ingress', 'drop', `ACL in: ${this.aclWhy(inPort.aclIn!, buf, vlan)}`);
+      this.dropIn(inPort, p, Drop['acl-in']);
+      return -1;
+    }
+    if (tr !== null) this.stage('ingress', 'allow', `VLAN ${vlan}${inPort.aclIn ? `; ACL in: ${this.aclWhy(inPort.aclIn, buf, vlan)}` : ''}`);
+    return vlan;
+  }
+
+  private aclWhy(acl: NonNullable<Port['aclIn']>, buf: Uint8Array, vlan: number): string {
+    const i = aclMatch(acl, buf, this.lay, vlan);
+    return i >= 0 ? `rule ${i} (${acl.rules[i]!.action})` : `default (${acl.defaultAction})`;
+  }
+
+  private describeMeta(p: Packet): string {
+    const m = p.meta;
+    const parts: string[] = [];
+    if (m.isGso) parts.push(`${['none', 'TSOv4', '', 'UFO', 'TSOv6', 'USO'][m.gsoType]} gso_size ${m.gsoSize}`);
+    if (m.needsCsum) parts.push(`partial checksum at ${m.csumStart}+${m.csumOffset}`);
+    return parts.join(', ');
+  }
+
+  /** Remove the outer 802.1Q tag in place; offsets in the metadata follow the frame. */
+  private stripTag(p: Packet): void {
+    copyBytes(p.buf, p.off + 4, p.off, 12);
+    p.pull(4);
+    const m = p.meta;
+    if (m.needsCsum) m.csumStart -= 4;
+    if (m.hdrLen >= 4) m.hdrLen -= 4;
+  }
+
+  /**
+   * Check a guest's offload request against the headers actually there, and
+   * fix up what NDIS senders legitimately leave out. Returns a drop reason or -1.
+   */
+  private validateOffload(p: Packet, parseError: string | null): number {
+    const m = p.meta;
+    const lay = this.lay;
+    if (parseError !== null || lay.l3 === L3.NONE || lay.laterFragment) return Drop['offload-bad-headers'];
+    const l4 = lay.l4Proto;
+    if (m.needsCsum) {
+      if (m.csumStart !== lay.l4Off - p.off) return Drop['csum-start-mismatch'];
+      const want = l4 === IpProtocol.TCP ? TCP_CSUM_OFFSET : l4 === IpProtocol.UDP ? UDP_CSUM_OFFSET
+        : l4 === IpProtocol.ICMP || l4 === IpProtocol.ICMPv6 ? 2 : -1;
+      if (m.csumOffset !== want) return Drop['csum-offset-mismatch'];
+      if (p.off + m.csumStart + m.csumOffset + 2 > lay.ipEnd) return Drop['csum-start-mismatch'];
+    }
+    if (m.gsoType !== GsoType.NONE) {
+      if (m.gsoType === GsoType.UDP) return Drop['gso-unsupported'];
+      const l3: L3Kind = lay.l3;
+      const ok = m.gsoType === GsoType.TCPV4 ? l3 === L3.IPV4 && l4 === IpProtocol.TCP
+        : m.gsoType === GsoType.TCPV6 ? l3 === L3.IPV6 && l4 === IpProtocol.TCP
+          : l4 === IpProtocol.UDP;
+      if (!ok || lay.isFragment || lay.l4HeaderLen === 0) return Drop['gso-proto-mismatch'];
+      if (m.gsoSize <= 0) return Drop['gso-bad-size'];
+      // NDIS large send: IP length fields left zero (and so the IPv4 header checksum); fill them in.
+      if (lay.lengthFromFrame) {
+        if (l3 === L3.IPV4) set16(p.buf, lay.l3Off + 2, lay.ipEnd - lay.l3Off);
+        else set16(p.buf, lay.l3Off + 4, lay.ipEnd - lay.l3Off - 40);
+        if (l4 === IpProtocol.UDP) set16(p.buf, lay.l4Off + 4, lay.ipEnd - lay.l4Off);
+      }
+      if (l3 === L3.IPV4 && (lay.lengthFromFrame || get16(p.buf, lay.l3Off + 10) === 0 || m.ipv4HeaderCsum)) {
+        fillIpv4HeaderChecksum(p.buf, lay.l3Off, lay.l3HeaderLen);
+        m.ipv4HeaderCsum = false;
+      }
+      m.hdrLen = lay.payloadOff - p.off;
+      // A "super-frame" that fits in one segment is a plain packet (the kernel drops
+      // GSO skbs with len <= gso_size).
+      if (lay.ipEnd - lay.payloadOff <= m.gsoSize) m.clearGso();
+      else if (segmentCount(lay.ipEnd - lay.payloadOff, m.gsoSize) > MAX_SEGMENTS) return Drop['gso-bad-size'];
+    }
+    if (m.ipv4HeaderCsum && lay.l3 === L3.IPV4) {
+      fillIpv4HeaderChecksum(p.buf, lay.l3Off, lay.l3HeaderLen);
+      m.ipv4HeaderCsum = false;
+    }
+    return -1;
+  }
+
+  /** Forwarding, egress and delivery of a validated packet of `vlan`. */
+  private forward(p: Packet, inPort: Port, vlan: number, fromBacklog: boolean): void {
+    const tr = this.tr;
+    const buf = p.buf;
+    const lay = this.lay;
+    if (fromBacklog) parseFrame(buf, p.off, p.len, lay, p.meta.isGso ? { zeroLengthMeansFrame: true } : undefined);
+    const dst = getMac(buf, p.off);
+    const src = getMac(buf, p.off + 6);
+
+    // Learning.
+    if (!isMulticastMac(src) && !fromBacklog) {
+      const known = this.macs.lookup(vlan, src);
+      if (known !== inPort.index && inPort.maxMacs !== Infinity && this.macs.learnedOn(inPort.index) >= inPort.maxMacs) {
+        if (tr !== null) this.stage('forward', 'drop', `port has learned its maximum of ${inPort.maxMacs} MACs`);
+        return this.dropIn(inPort, p, Drop['mac-limit']);
+      }
+      if (tr === null) {
+        const r = this.macs.learn(vlan, src, inPort.index, this.now());
+        if (r === LearnResult.STATIC_CONFLICT) return this.dropIn(inPort, p, Drop['static-mac-conflict']);
+        if (r === LearnResult.MOVED) {
+          const from = this.ports[this.macs.movedFrom]?.name ?? `#${this.macs.movedFrom}`;
+          this.events.emit('mac-move', { mac: src, vlan, from, to: inPort.name });
+        }
+      } else if (known >= 0 && known !== inPort.index && this.macs.isStatic(vlan, src)) {
+        this.stage('forward', 'drop', 'source MAC is pinned to another port');
+        return this.dropIn(inPort, p, Drop['static-mac-conflict']);
+      }
+    }
+
+    // Destinations.
+    let n = 0;
+    const dests = this.dests;
+    let how: string;
+    if (isMulticastMac(dst)) {
+      n = this.floodSet(inPort, vlan);
+      how = dst === 0xffffffffffff ? 'broadcast: flooded in VLAN' : 'multicast: flooded in VLAN';
+    } else {
+      const at = this.macs.lookup(vlan, dst);
+      if (at < 0) {
+        n = this.floodSet(inPort, vlan);
+        how = 'unknown unicast: flooded in VLAN';
+      } else if (at === inPort.index) {
+        if (tr !== null) this.stage('forward', 'drop', 'destination MAC is behind the ingress port');
+        return this.dropIn(inPort, p, Drop['no-destination']);
+      } else {
+        const out = this.ports[at];
+        if (out === undefined || !out.up) {
+          if (tr !== null) this.stage('forward', 'drop', 'destination port is down');
+          return this.dropIn(inPort, p, Drop['port-down']);
+        }
+        dests[n++] = at;
+        how = 'known unicast';
+      }
+    }
+    if (n === 0) {
+      if (tr !== null) this.stage('forward', 'drop', 'no other port in the VLAN');
+      return this.dropIn(inPort, p, Drop['no-destination']);
+    }
+    if (tr !== null) {
+      const names: string[] = [];
+      for (let i = 0; i < n; i++) names.push(this.ports[dests[i]!]!.name);
+      this.stage('forward', 'ok', `${how} ${vlan} → ${names.join(', ')}`);
+    }
+
+    // Throttled sender with software work pending: park the packet until its budget refills.
+    if (!fromBacklog && tr === null && inPort.budget?.action === 'throttle' && p.meta.needsOffload) {
+      this.refill(inPort);
+      if (inPort.tokens <= 0 && this.needsSoftware(p, n)) {
+        this.park(inPort, p, vlan);
+        return;
+      }
+    }
+
+    // Egress, per destination.
+    const v = this.variants;
+    const exclusive = n === 1;
+    let delivered = 0;
+    for (let i = 0; i < n; i++) {
+      const out = this.ports[dests[i]!]!;
+      if (this.deliverTo(p, inPort, out, vlan, exclusive)) delivered++;
+    }
+    v.reset();
+    if (tr !== null) {
+      tr.outcome = delivered > 0 ? 'forwarded' : 'egress-dropped';
+    } else if (delivered > 0) {
+      inPort.counters.forwarded++;
+    } else {
+      inPort.counters.rxDrops[Drop['egress-dropped']]!++;
+    }
+    p.release();
+  }
+
+  private floodSet(inPort: Port, vlan: number): number {
+    let n = 0;
+    const ports = this.ports;
+    for (let i = 0; i < ports.length; i++) {
+      const q = ports[i];
+      if (q === undefined || q === inPort || !q.up || !q.carries(vlan)) continue;
+      this.dests[n++] = i;
+    }
+    return n;
+  }
+
+  private needsSoftware(p: Packet, n: number): boolean {
+    for (let i = 0; i < n; i++) {
+      resolveOffload(p.meta, this.lay, p.len, this.ports[this.dests[i]!]!, this.res);
+      if (this.res.mode === OffloadMode.SOFTWARE) return true;
+    }
+    return false;
+  }
+
+  /** Egress policy, offload resolution and enqueueing for one destination. True if delivered. */
+  private deliverTo(p: Packet, inPort: Port, out: Port, vlan: number, exclusive: boolean): boolean {
+    const tr = this.tr;
+    const lay = this.lay;
+    const oc = out.counters;
+    const td: TraceDestination | null = tr === null ? null
+      : { port: out.name, kind: out.kind, egress: 'allow', offload: 'none', why: '' };
+    if (td !== null) tr!.destinations.push(td);
+    if (!aclAllows(out.aclOut, p.buf, lay, vlan)) {
+      if (td !== null) { td.egress = 'deny'; td.drop = 'acl-out'; td.why = `ACL out: ${this.aclWhy(out.aclOut!, p.buf, vlan)}`; }
+      else oc.txDrops[Drop['acl-out']]!++;
+      return false;
+    }
+    const res = this.res;
+    resolveOffload(p.meta, lay, p.len, out, res);
+    const tci = out.egressTci(vlan, p.meta.vlanTci >>> 13);
+    if (td !== null) {
+      td.offload = OFFLOAD_MODE_NAMES[res.mode];
+      td.why = res.why;
+      if (tci >= 0) td.vlanTag = tci;
+      if (res.mode === OffloadMode.DROP) td.drop = DROP_REASONS[res.drop];
+      if (res.mode === OffloadMode.SOFTWARE) {
+        td.partialChecksum = res.partial;
+        if (res.segment) td.segments = segmentCount(lay.ipEnd - lay.payloadOff, p.meta.gsoSize);
+      }
+      return res.mode !== OffloadMode.DROP;
+    }
+    switch (res.mode) {
+      case OffloadMode.DROP:
+        oc.txDrops[res.drop]!++;
+        return false;
+      case OffloadMode.NONE:
+        this.enqueue(out, p, tci);
+        return true;
+      case OffloadMode.HARDWARE:
+        oc.txHardware++;
+        this.enqueue(out, p, tci);
+        return true;
+      case OffloadMode.PASS_THROUGH:
+        oc.txPassThrough++;
+        this.enqueue(out, p, tci);
+        return true;
+      default:
+        return this.software(p, inPort, out, tci, res.segment, res.partial, exclusive);
+    }
+  }
+
+  /** Software offload for one destination, sharing work already done for others. */
+  private software(p: Packet, inPort: Port, out: Port, tci: number, seg: boolean, partial: boolean, exclusive: boolean): boolean {
+    const v = this.variants;
+    const oc = out.counters;
+    const charge = inPort.counters;
+    if (inPort.budget !== undefined && inPort.budget.action === 'drop') {
+      this.refill(inPort);
+      if (inPort.tokens <= 0) {
+        oc.txDrops[Drop['offload-budget']]!++;
+        return false;
+      }
+    }
+    if (seg) {
+      const b = partial ? v.partial : v.full;
+      const done = partial ? v.partialDone : v.fullDone;
+      if (!done) {
+        const t0 = this.clockNs();
+        const e = segment(p, b, partial ? PARTIAL : FULL, this.lay);
+        const dt = this.clockNs() - t0;
+        if (partial) { v.partialDone = true; v.partialError = e; } else { v.fullDone = true; v.fullError = e; }
+        this.charge(inPort, p.len, dt);
+        if (e === null) { charge.swSegments += b.count; if (!partial) charge.swChecksums += b.count; }
+      }
+      const e = partial ? v.partialError : v.fullError;
+      if (e !== null) {
+        oc.txDrops[e === 'pool-exhausted' || e === 'batch-full' ? Drop['pool-exhausted'] : Drop['offload-failed']]!++;
+        return false;
+      }
+      oc.txSoftware++;
+      oc.txSegments += b.count;
+      for (let i = 0; i < b.count; i++) this.enqueue(out, b.packets[i]!, tci);
+      return true;
+    }
+    // Checksum only.
+    if (!v.completedTried) {
+      v.completedTried = true;
+      const t0 = this.clockNs();
+      let c: Packet | null = p;
+      if (!exclusive) {
+        c = this.pool.take(p.len);
+        if (c !== null) {
+          c.setLength(p.len);
+          if (c.buf === p.buf) copyBytes(c.buf, c.off, p.off, p.len);
+          else c.buf.set(p.buf.subarray(p.off, p.off + p.len), c.off);
+          c.meta.copyFrom(p.meta);
+        }
+      } else {
+        p.retain();
+      }
+      if (c !== null) {
+        if (completeChecksum(c, c.off + (this.lay.ipEnd - p.off)) === null) {
+          c.meta.rxCsum = RxCsum.VERIFIED;
+          v.completed = c;
+        } else {
+          c.release();
+        }
+      }
+      this.charge(inPort, p.len, this.clockNs() - t0);
+      if (v.completed !== null) charge.swChecksums++;
+    }
+    if (v.completed === null) {
+      oc.txDrops[Drop['pool-exhausted']]!++;
+      return false;
+    }
+    oc.txSoftware++;
+    this.enqueue(out, v.completed, tci);
+    return true;
+  }
+
+  private charge(port: Port, bytes: number, ns: number): void {
+    const c = port.counters;
+    c.swPackets++;
+    c.swBytes += bytes;
+    c.swCpuNs += ns;
+    if (port.budget !== undefined) port.tokens -= ns;
+  }
+
+  private refill(port: Port): void {
+    const b = port.budget!;
+    const now = this.now();
+    const dt = now - port.lastRefill;
+    if (dt > 0) {
+      port.tokens = Math.min(port.burstNs, port.tokens + (dt / 1000) * b.cpuNsPerSec);
+      port.lastRefill = now;
+    }
+  }
+
+  private park(port: Port, p: Packet, vlan: number): void {
+    const limit = port.budget!.backlog ?? 256;
+    if (port.backlog.length >= limit) {
+      port.counters.rxDrops[Drop['backlog-full']]!++;
+      p.release();
+      return;
+    }
+    port.backlog.push(p);
+    port.backlogVlan.push(vlan);
+    port.counters.pending++;
+    port.counters.throttled++;
+  }
+
+  private enqueue(out: Port, p: Packet, tci: number): void {
+    p.retain();
+    // A legacy port gets plain frames: its backend never sees offload metadata.
+    out.out.push(p, tci);
+    if (this.touchedFlag[out.index] === 0) {
+      this.touchedFlag[out.index] = 1;
+      this.touched[this.touchedCount++] = out.index;
+    }
+    if (out.out.full) this.flushPort(out);
+  }
+
+  private flushPort(port: Port): void {
+    const q = port.out;
+    const n = q.count;
+    if (n === 0) return;
+    let sent = 0;
+    try {
+      sent = port.backend.transmit(q, port);
+    } catch {
+      sent = 0;
+    }
+    if (sent > n) sent = n;
+    const c = port.counters;
+    for (let i = 0; i < n; i++) {
+      const p = q.batch.packets[i]!;
+      if (i < sent) {
+        c.txPackets++;
+        c.txBytes += p.len + (q.tci[i]! >= 0 ? 4 : 0);
+      }
+    }
+    if (sent < n) c.txDrops[Drop['tx-error']]! += n - sent;
+    q.batch.releaseAll();
+  }
+
+  /** Send everything queued. */
+  flush(): void {
+    for (let i = 0; i < this.touchedCount; i++) {
+      const idx = this.touched[i]!;
+      this.touchedFlag[idx] = 0;
+      const port = this.ports[idx];
+      if (port !== undefined) this.flushPort(port);
+    }
+    this.touchedCount = 0;
+  }
+
+  // --- time ---------------------------------------------------------------------
+
+  /**
+   * Periodic work: age the MAC table and let throttled ports' backlogs go as
+   * their budgets refill. Call every few milliseconds (the daemon does).
+   */
+  tick(): void {
+    const now = this.now();
+    this.macs.age(now);
+    for (const port of this.listPorts()) {
+      if (port.backlog.length === 0) continue;
+      this.refill(port);
+      let k = 0;
+      while (k < port.backlog.length && port.tokens > 0) {
+        const p = port.backlog[k]!;
+        const vlan = port.backlogVlan[k]!;
+        k++;
+        port.counters.pending--;
+        this.forward(p, port, vlan, true);
+      }
+      port.backlog.splice(0, k);
+      port.backlogVlan.splice(0, k);
+    }
+    this.flush();
+  }
+
+  // --- trace ----------------------------------------------------------------------
+
+  /**
+   * What would happen to `frame` (with offload metadata `meta` applied by the
+   * caller via `prepare`) arriving on `inPort`: each stage's decision and, per
+   * destination, why it gets hardware, pass-through or software offload.
+   * Changes nothing: no learning, no counters, no delivery.
+   */
+  trace(inPortName: string, frame: Uint8Array, prepare?: (p: Packet) => void): TraceResult {
+    const inPort = this.port(inPortName);
+    const p = this.pool.take(frame.length);
+    if (p === null) throw new Error('no buffer for the trace');
+    p.write(frame);
+    prepare?.(p);
+    const tr: TraceResult = { inPort: inPortName, stages: [], destinations: [], outcome: 'forwarded' };
+    this.tr = tr;
+    try {
+      if (!inPort.up) this.dropIn(inPort, p, Drop['port-down']);
+      else {
+        const vlan = this.ingress(p, inPort);
+        if (vlan >= 0) this.forward(p, inPort, vlan, false);
+      }
+    } finally {
+      this.tr = null;
+      this.variants.reset();
+    }
+    return tr;
+  }
+}
