@@ -9,4 +9,4 @@ cd "$(dirname "$0")"
 ensure_tools ip:iproute2 ethtool:ethtool /usr/bin/python3:python3
 ensure_node_deps
 build
-exec node --test dist/test/
+exec node --test $(find dist/test -name "*.test.js" | sort)

@@ -2,7 +2,7 @@
 // port security (which source MACs and IP addresses a port may use).
 // Matching reads the frame in place through its FrameLayout; nothing allocates.
 
-import { get16, getMac, parseIpv4, parseIpv6 } from '../wire/bytes.js';
+import { get16, getMac, ipv4FromString, ipv6FromString } from '../wire/bytes.js';
 import { EtherType } from '../wire/ethernet.js';
 import { FrameLayout, L3 } from '../wire/frame.js';
 import { IpProtocol } from '../wire/ipv4.js';
@@ -18,13 +18,13 @@ export function parseCidr(text: string): Cidr | null {
   const [addr, len, ...rest] = text.trim().split('/');
   if (addr === undefined || rest.length > 0) return null;
   if (len !== undefined && !/^\d{1,3}$/.test(len)) return null;
-  const v4 = parseIpv4(addr);
+  const v4 = ipv4FromString(addr);
   if (v4 !== null) {
     const prefix = len === undefined ? 32 : Number(len);
     if (prefix > 32) return null;
     return { version: 4, bytes: new Uint8Array([v4 >>> 24, (v4 >>> 16) & 255, (v4 >>> 8) & 255, v4 & 255]), prefix };
   }
-  const v6 = parseIpv6(addr);
+  const v6 = ipv6FromString(addr);
   if (v6 !== null) {
     const prefix = len === undefined ? 128 : Number(len);
     if (prefix > 128) return null;

@@ -12,9 +12,10 @@
 //
 // Field names follow the RFC (ar$sha, ar$spa, ar$tha, ar$tpa).
 
-import { EMPTY, type WireError } from './error.js';
+import type { WireError } from './error.js';
 import { get16, get32, getMac, set16, set32, setMac } from './bytes.js';
 import { EtherType } from './ethernet.js';
+import { fits, HeaderView } from './view.js';
 
 export const ARP_LEN = 28;
 export const ARP_HTYPE_ETHERNET = 1;
@@ -22,11 +23,9 @@ export const ARP_HTYPE_ETHERNET = 1;
 export const ArpOperation = { Request: 1, Reply: 2 } as const;
 export type ArpOperation = (typeof ArpOperation)[keyof typeof ArpOperation];
 
-export class ArpView {
-  buf: Uint8Array = EMPTY;
-  off = 0;
+export class ArpView extends HeaderView {
   /** Bytes available from `off`; anything after the 28 ARP bytes is link padding. */
-  len = 0;
+  declare len: number;
 
   /**
    * Bind to `len` bytes at `off`. Only Ethernet/IPv4 ARP (htype 1, ptype
@@ -34,7 +33,7 @@ export class ArpView {
    * anything else is well formed for some other network, hence 'unsupported'.
    */
   wrap(buf: Uint8Array, off: number, len: number): WireError | null {
-    if (off < 0 || len < 0 || off + len > buf.length) return 'bad-length';
+    if (!fits(buf, off, len)) return 'bad-length';
     if (len < ARP_LEN) return 'truncated';
     if (get16(buf, off) !== ARP_HTYPE_ETHERNET || get16(buf, off + 2) !== EtherType.IPv4 ||
         buf[off + 4] !== 6 || buf[off + 5] !== 4) {
@@ -42,10 +41,7 @@ export class ArpView {
     }
     const op = get16(buf, off + 6);
     if (op !== ArpOperation.Request && op !== ArpOperation.Reply) return 'unsupported';
-    this.buf = buf;
-    this.off = off;
-    this.len = len;
-    return null;
+    return this.bind(buf, off, len);
   }
 
   get operation(): ArpOperation { return get16(this.buf, this.off + 6) as ArpOperation; }

@@ -3,7 +3,7 @@
 // length and checksum filled in. For tests, the demo, benchmarks and `trace`
 // — not the data path (it allocates).
 
-import { parseIpv4, parseIpv6, set16, set32 } from './bytes.js';
+import { ipv4FromString, ipv6FromString, set16, set32 } from './bytes.js';
 import { checksum, pseudoHeaderSumV4, pseudoHeaderSumV6 } from './checksum.js';
 import { EtherType, emitEthernet, type VlanTag } from './ethernet.js';
 import { IpProtocol, emitIpv4 } from './ipv4.js';
@@ -107,14 +107,14 @@ export function patternPayload(len: number, seed = 0): Uint8Array {
 
 function v4(a: string | number): number {
   if (typeof a === 'number') return a >>> 0;
-  const n = parseIpv4(a);
+  const n = ipv4FromString(a);
   if (n === null) throw new Error(`bad IPv4 address ${a}`);
   return n;
 }
 
 function v6(a: string | Uint8Array): Uint8Array {
   if (a instanceof Uint8Array) return a;
-  const n = parseIpv6(a);
+  const n = ipv6FromString(a);
   if (n === null) throw new Error(`bad IPv6 address ${a}`);
   return n;
 }

@@ -113,13 +113,3 @@ export function ipv6ToString(b: Uint8Array, o = 0): string {
   if (bestStart < 0) return hex(w);
   return `${hex(w.slice(0, bestStart))}::${hex(w.slice(bestStart + bestLen))}`;
 }
-
-// The text parsers were first named parseMac/parseIpv4/parseIpv6; those names
-// now belong to the header parsers (parseIpv4(view) in ipv4.ts, parseIpv6 in
-// ipv6.ts), which the wire index exports. Kept for direct importers of bytes.js.
-/** @deprecated use macFromString */
-export const parseMac = macFromString;
-/** @deprecated use ipv4FromString */
-export const parseIpv4 = ipv4FromString;
-/** @deprecated use ipv6FromString */
-export const parseIpv6 = ipv6FromString;

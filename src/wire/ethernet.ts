@@ -9,8 +9,9 @@
 // A tagged frame has one or two 4-byte tags (TPID 0x8100 or 0x88a8, then
 // PCP:3 DEI:1 VID:12) between the source address and the EtherType.
 
-import { EMPTY, type WireError } from './error.js';
+import type { WireError } from './error.js';
 import { get16, getMac, set16, setMac } from './bytes.js';
+import { fits, HeaderView } from './view.js';
 
 export const EtherType = {
   IPv4: 0x0800,
@@ -30,11 +31,9 @@ export function isVlanTpid(etherType: number): boolean {
 }
 
 /** A view over an Ethernet header, tags included. */
-export class EthernetView {
-  buf: Uint8Array = EMPTY;
-  off = 0;
+export class EthernetView extends HeaderView {
   /** Bytes available from `off` (the frame length). */
-  len = 0;
+  declare len: number;
   /** Number of VLAN tags (0..2) found by `wrap`. */
   tagCount = 0;
 
@@ -43,7 +42,7 @@ export class EthernetView {
    * header and every tag fit; a third tag is `too-many-tags`.
    */
   wrap(buf: Uint8Array, off: number, len: number): WireError | null {
-    if (off < 0 || len < 0 || off + len > buf.length) return 'bad-length';
+    if (!fits(buf, off, len)) return 'bad-length';
     if (len < ETHERNET_HEADER_LEN) return 'truncated';
     let tags = 0;
     let typeOff = off + 12;
@@ -53,11 +52,8 @@ export class EthernetView {
       typeOff += VLAN_TAG_LEN;
       if (typeOff + 2 > off + len) return 'truncated';
     }
-    this.buf = buf;
-    this.off = off;
-    this.len = len;
     this.tagCount = tags;
-    return null;
+    return this.bind(buf, off, len);
   }
 
   get dst(): number { return getMac(this.buf, this.off); }

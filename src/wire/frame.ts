@@ -8,12 +8,12 @@ import { type WireError } from './error.js';
 import { get16 } from './bytes.js';
 import { ETHERNET_HEADER_LEN, EtherType, MAX_VLAN_TAGS, VLAN_TAG_LEN, isVlanTpid } from './ethernet.js';
 import { IPV4_MIN_HEADER_LEN, IpProtocol, checkIpv4Options } from './ipv4.js';
+import { IPV6_HEADER_LEN, MAX_IPV6_EXT_HEADERS, checkIpv6Options, isIpv6ExtHeader } from './ipv6.js';
+import { TCP_MIN_HEADER_LEN } from './tcp.js';
+import { UDP_HEADER_LEN } from './udp.js';
+import { fits } from './view.js';
 
-export const IPV6_HEADER_LEN = 40;
-/** More extension headers than this is treated as an attack, as Linux's flow dissector does. */
-export const MAX_IPV6_EXT_HEADERS = 8;
-export const TCP_MIN_HEADER_LEN = 20;
-export const UDP_HEADER_LEN = 8;
+export { IPV6_HEADER_LEN, TCP_MIN_HEADER_LEN, UDP_HEADER_LEN };
 
 export const L3 = { NONE: 0, IPV4: 4, IPV6: 6 } as const;
 export type L3Kind = (typeof L3)[keyof typeof L3];
@@ -65,11 +65,6 @@ export interface ParseFrameOptions {
   zeroLengthMeansFrame?: boolean;
 }
 
-function isIpv6ExtHeader(nh: number): boolean {
-  return nh === IpProtocol.HOPOPT || nh === IpProtocol.IPv6Route ||
-    nh === IpProtocol.IPv6Frag || nh === IpProtocol.IPv6Opts;
-}
-
 /**
  * Parse `len` bytes at `off` into `out`. Stops quietly (no error) at an
  * EtherType that is not IP, at an upper-layer protocol other than TCP/UDP/
@@ -92,7 +87,7 @@ export function parseFrame(
   out.laterFragment = false;
   out.ipv6ExtCount = 0;
   out.lengthFromFrame = false;
-  if (off < 0 || len < 0 || off + len > buf.length) return 'bad-length';
+  if (!fits(buf, off, len)) return 'bad-length';
   const end = off + len;
   out.ipEnd = end;
   out.l3Off = end;
@@ -219,19 +214,6 @@ export function parseFrame(
       break;
     default:
       break;
-  }
-  return null;
-}
-
-/** IPv6 hop-by-hop / destination options TLVs (RFC 8200 §4.2): Pad1 is one byte, others type+len+data. */
-export function checkIpv6Options(b: Uint8Array, off: number, end: number): WireError | null {
-  let o = off;
-  while (o < end) {
-    if (b[o] === 0) { o++; continue; }
-    if (o + 2 > end) return 'bad-option';
-    const l = b[o + 1]!;
-    if (o + 2 + l > end) return 'bad-option';
-    o += 2 + l;
   }
   return null;
 }

@@ -12,9 +12,10 @@
 // The checksum covers the whole ICMP message (no pseudo-header), so the
 // view's `len` must be the message length (the IPv4 payload length).
 
-import { EMPTY, type WireError } from './error.js';
-import { get16, get32, set16, set32 } from './bytes.js';
+import type { WireError } from './error.js';
+import { get16, set16, set32 } from './bytes.js';
 import { checksum, sum } from './checksum.js';
+import { fits, IcmpHeaderView } from './view.js';
 
 export const ICMPV4_HEADER_LEN = 8;
 
@@ -41,36 +42,17 @@ export const Icmpv4Unreachable = {
   SourceRouteFailed: 5,
 } as const;
 
-export class Icmpv4View {
-  buf: Uint8Array = EMPTY;
-  off = 0;
+export class Icmpv4View extends IcmpHeaderView {
   /** ICMP message length: header and data. */
-  len = 0;
+  declare len: number;
 
   /** Valid when the 8-byte header fits. The body's meaning depends on type and is not checked. */
   wrap(buf: Uint8Array, off: number, len: number): WireError | null {
-    if (off < 0 || len < 0 || off + len > buf.length) return 'bad-length';
+    if (!fits(buf, off, len)) return 'bad-length';
     if (len < ICMPV4_HEADER_LEN) return 'truncated';
-    this.buf = buf;
-    this.off = off;
-    this.len = len;
-    return null;
+    return this.bind(buf, off, len);
   }
 
-  get type(): number { return this.buf[this.off]!; }
-  set type(v: number) { this.buf[this.off] = v; }
-  get code(): number { return this.buf[this.off + 1]!; }
-  set code(v: number) { this.buf[this.off + 1] = v; }
-  get checksum(): number { return get16(this.buf, this.off + 2); }
-  set checksum(v: number) { set16(this.buf, this.off + 2, v); }
-  /** Bytes 4..8 as one number, whatever the type makes of them. */
-  get restOfHeader(): number { return get32(this.buf, this.off + 4); }
-  set restOfHeader(v: number) { set32(this.buf, this.off + 4, v); }
-  /** Echo / timestamp / information identifier. */
-  get identifier(): number { return get16(this.buf, this.off + 4); }
-  set identifier(v: number) { set16(this.buf, this.off + 4, v); }
-  get sequence(): number { return get16(this.buf, this.off + 6); }
-  set sequence(v: number) { set16(this.buf, this.off + 6, v); }
   /** Next-hop MTU of a Fragmentation Needed message (RFC 1191 §4). */
   get nextHopMtu(): number { return get16(this.buf, this.off + 6); }
   set nextHopMtu(v: number) { set16(this.buf, this.off + 6, v); }

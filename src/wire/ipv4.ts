@@ -13,9 +13,10 @@
 // |                    Options (IHL > 5)                          |
 // +---------------------------------------------------------------+
 
-import { EMPTY, type WireError } from './error.js';
+import type { WireError } from './error.js';
 import { get16, get32, set16, set32 } from './bytes.js';
 import { checksum, sum } from './checksum.js';
+import { fits, HeaderView } from './view.js';
 
 export const IPV4_MIN_HEADER_LEN = 20;
 
@@ -56,10 +57,7 @@ export function checkIpv4Options(b: Uint8Array, off: number, end: number): WireE
   return null;
 }
 
-export class Ipv4View {
-  buf: Uint8Array = EMPTY;
-  off = 0;
-  len = 0;
+export class Ipv4View extends HeaderView {
 
   /**
    * Bind to `len` bytes at `off`. Valid when version is 4, IHL ≥ 5, the
@@ -67,7 +65,7 @@ export class Ipv4View {
    * covers the header and fits in `len` (bytes after it are link padding).
    */
   wrap(buf: Uint8Array, off: number, len: number): WireError | null {
-    if (off < 0 || len < 0 || off + len > buf.length) return 'bad-length';
+    if (!fits(buf, off, len)) return 'bad-length';
     if (len < IPV4_MIN_HEADER_LEN) return 'truncated';
     const vihl = buf[off]!;
     if (vihl >>> 4 !== 4) return 'bad-version';
@@ -79,10 +77,7 @@ export class Ipv4View {
     if (total > len) return 'truncated';
     const e = checkIpv4Options(buf, off + IPV4_MIN_HEADER_LEN, off + hl);
     if (e !== null) return e;
-    this.buf = buf;
-    this.off = off;
-    this.len = len;
-    return null;
+    return this.bind(buf, off, len);
   }
 
   get version(): number { return this.buf[this.off]! >>> 4; }
@@ -173,9 +168,14 @@ export function ipv4ReprHeaderLen(r: Ipv4Repr): number {
   return IPV4_MIN_HEADER_LEN + ((r.options.length + 3) & ~3);
 }
 
-/** Writes the header (checksum filled) at `off`; returns its length. */
+/**
+ * Writes the header (checksum filled) at `off`; returns its length. More
+ * than 40 bytes of options do not fit in IHL: a caller bug, which throws
+ * (unchecked, IHL would spill into the version nibble: a "version 5" header).
+ */
 export function emitIpv4(r: Ipv4Repr, buf: Uint8Array, off: number): number {
   const hl = ipv4ReprHeaderLen(r);
+  if (hl > 60) throw new RangeError(`IPv4 options need ${hl - IPV4_MIN_HEADER_LEN} bytes, at most 40 fit`);
   buf[off] = 0x40 | (hl >>> 2);
   buf[off + 1] = ((r.dscp & 0x3f) << 2) | (r.ecn & 3);
   set16(buf, off + 2, hl + r.payloadLen);

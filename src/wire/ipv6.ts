@@ -31,9 +31,10 @@
 // |         Identification (32)           |
 // +---------------------------------------+
 
-import { EMPTY, type WireError } from './error.js';
+import type { WireError } from './error.js';
 import { get16, get32, set16, set32 } from './bytes.js';
 import { IpProtocol } from './ipv4.js';
+import { fits, HeaderView } from './view.js';
 
 export const IPV6_HEADER_LEN = 40;
 export const IPV6_FRAGMENT_HEADER_LEN = 8;
@@ -109,11 +110,9 @@ function zeroPayloadReason(buf: Uint8Array, hbhOff: number, end: number): WireEr
   return findIpv6Option(buf, hbhOff + 2, hbhEnd, Ipv6OptionType.Jumbo) >= 0 ? 'unsupported' : 'bad-length';
 }
 
-export class Ipv6View {
-  buf: Uint8Array = EMPTY;
-  off = 0;
+export class Ipv6View extends HeaderView {
   /** Bytes available from `off`; bytes after 40 + payload length are link padding. */
-  len = 0;
+  declare len: number;
 
   /**
    * Bind to `len` bytes at `off`. Valid when the version is 6 and the
@@ -121,7 +120,7 @@ export class Ipv6View {
    * (see Ipv6ExtWalker), except to recognise a jumbogram.
    */
   wrap(buf: Uint8Array, off: number, len: number): WireError | null {
-    if (off < 0 || len < 0 || off + len > buf.length) return 'bad-length';
+    if (!fits(buf, off, len)) return 'bad-length';
     if (len < IPV6_HEADER_LEN) return 'truncated';
     if (buf[off]! >>> 4 !== 6) return 'bad-version';
     const plen = get16(buf, off + 4);
@@ -129,10 +128,7 @@ export class Ipv6View {
       return zeroPayloadReason(buf, off + IPV6_HEADER_LEN, off + len);
     }
     if (IPV6_HEADER_LEN + plen > len) return 'truncated';
-    this.buf = buf;
-    this.off = off;
-    this.len = len;
-    return null;
+    return this.bind(buf, off, len);
   }
 
   get version(): number { return this.buf[this.off]! >>> 4; }
@@ -226,24 +222,19 @@ export function emitIpv6(r: Ipv6Repr, buf: Uint8Array, off: number): number {
 // --- hop-by-hop and destination options -----------------------------------
 
 /** Hop-by-hop options (next header 0) or destination options (60). */
-export class Ipv6OptionsView {
-  buf: Uint8Array = EMPTY;
-  off = 0;
+export class Ipv6OptionsView extends HeaderView {
   /** Bytes available from `off` (to the end of the IPv6 payload). */
-  len = 0;
+  declare len: number;
 
   /** Valid when the header fits in `len` and its options are well-formed TLVs. */
   wrap(buf: Uint8Array, off: number, len: number): WireError | null {
-    if (off < 0 || len < 0 || off + len > buf.length) return 'bad-length';
+    if (!fits(buf, off, len)) return 'bad-length';
     if (len < 8) return 'truncated';
     const hl = (buf[off + 1]! + 1) * 8;
     if (hl > len) return 'truncated';
     const e = checkIpv6Options(buf, off + 2, off + hl);
     if (e !== null) return e;
-    this.buf = buf;
-    this.off = off;
-    this.len = len;
-    return null;
+    return this.bind(buf, off, len);
   }
 
   get nextHeader(): number { return this.buf[this.off]!; }
@@ -327,19 +318,13 @@ export function emitIpv6Options(r: Ipv6OptionsRepr, buf: Uint8Array, off: number
 
 // --- routing ---------------------------------------------------------------
 
-export class Ipv6RoutingView {
-  buf: Uint8Array = EMPTY;
-  off = 0;
-  len = 0;
+export class Ipv6RoutingView extends HeaderView {
 
   wrap(buf: Uint8Array, off: number, len: number): WireError | null {
-    if (off < 0 || len < 0 || off + len > buf.length) return 'bad-length';
+    if (!fits(buf, off, len)) return 'bad-length';
     if (len < 8) return 'truncated';
     if ((buf[off + 1]! + 1) * 8 > len) return 'truncated';
-    this.buf = buf;
-    this.off = off;
-    this.len = len;
-    return null;
+    return this.bind(buf, off, len);
   }
 
   get nextHeader(): number { return this.buf[this.off]!; }
@@ -390,18 +375,12 @@ export function emitIpv6Routing(r: Ipv6RoutingRepr, buf: Uint8Array, off: number
 
 // --- fragment --------------------------------------------------------------
 
-export class Ipv6FragmentView {
-  buf: Uint8Array = EMPTY;
-  off = 0;
-  len = 0;
+export class Ipv6FragmentView extends HeaderView {
 
   wrap(buf: Uint8Array, off: number, len: number): WireError | null {
-    if (off < 0 || len < 0 || off + len > buf.length) return 'bad-length';
+    if (!fits(buf, off, len)) return 'bad-length';
     if (len < IPV6_FRAGMENT_HEADER_LEN) return 'truncated';
-    this.buf = buf;
-    this.off = off;
-    this.len = len;
-    return null;
+    return this.bind(buf, off, len);
   }
 
   get nextHeader(): number { return this.buf[this.off]!; }

@@ -23,10 +23,11 @@
 // layer knows (IPv4 total length − IHL, or the IPv6 upper-layer length): the
 // checksum covers exactly `len` bytes.
 
-import { EMPTY, type WireError } from './error.js';
+import type { WireError } from './error.js';
 import { get16, get32, set16, set32 } from './bytes.js';
 import { checksum, pseudoHeaderSumV4, pseudoHeaderSumV6, sum } from './checksum.js';
 import { IpProtocol, type Ipv4View } from './ipv4.js';
+import { fits, HeaderView } from './view.js';
 
 export const TCP_MIN_HEADER_LEN = 20;
 export const TCP_MAX_HEADER_LEN = 60;
@@ -101,28 +102,23 @@ function findTcpOption(b: Uint8Array, off: number, end: number, kind: number): n
   return -1;
 }
 
-export class TcpView {
-  buf: Uint8Array = EMPTY;
-  off = 0;
+export class TcpView extends HeaderView {
   /** TCP segment length: header, options and data. */
-  len = 0;
+  declare len: number;
 
   /**
    * Bind to the `len`-byte segment at `off`. Valid when the data offset is at
    * least 5 words, the header fits in `len` and the options are well formed.
    */
   wrap(buf: Uint8Array, off: number, len: number): WireError | null {
-    if (off < 0 || len < 0 || off + len > buf.length) return 'bad-length';
+    if (!fits(buf, off, len)) return 'bad-length';
     if (len < TCP_MIN_HEADER_LEN) return 'truncated';
     const hl = (buf[off + 12]! >>> 4) * 4;
     if (hl < TCP_MIN_HEADER_LEN) return 'bad-header-length';
     if (hl > len) return 'truncated';
     const e = checkTcpOptions(buf, off + TCP_MIN_HEADER_LEN, off + hl);
     if (e !== null) return e;
-    this.buf = buf;
-    this.off = off;
-    this.len = len;
-    return null;
+    return this.bind(buf, off, len);
   }
 
   get srcPort(): number { return get16(this.buf, this.off); }

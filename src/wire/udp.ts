@@ -12,30 +12,26 @@
 // same value in one's complement). Over IPv6 the checksum is mandatory
 // (RFC 8200 §8.1).
 
-import { EMPTY, type WireError } from './error.js';
+import type { WireError } from './error.js';
 import { get16, set16 } from './bytes.js';
 import { checksum, pseudoHeaderSumV4, pseudoHeaderSumV6, sum } from './checksum.js';
 import { IpProtocol, type Ipv4View } from './ipv4.js';
+import { fits, HeaderView } from './view.js';
 
 export const UDP_HEADER_LEN = 8;
 
-export class UdpView {
-  buf: Uint8Array = EMPTY;
-  off = 0;
+export class UdpView extends HeaderView {
   /** Bytes available from `off` (the IP payload); the datagram itself is `length` bytes. */
-  len = 0;
+  declare len: number;
 
   /** Valid when the Length field covers the header and fits in `len`. */
   wrap(buf: Uint8Array, off: number, len: number): WireError | null {
-    if (off < 0 || len < 0 || off + len > buf.length) return 'bad-length';
+    if (!fits(buf, off, len)) return 'bad-length';
     if (len < UDP_HEADER_LEN) return 'truncated';
     const l = get16(buf, off + 4);
     if (l < UDP_HEADER_LEN) return 'bad-length';
     if (l > len) return 'truncated';
-    this.buf = buf;
-    this.off = off;
-    this.len = len;
-    return null;
+    return this.bind(buf, off, len);
   }
 
   get srcPort(): number { return get16(this.buf, this.off); }
@@ -61,13 +57,21 @@ export class UdpView {
    * callers decide what "no checksum" means for their IP version.
    */
   verifyChecksum(pseudoSum: number): boolean {
-    return sum(this.buf, this.off, this.length, pseudoSum) === 0xffff;
+    // The Length field may have changed since wrap (setter, or someone
+    // else's write): a length that no longer fits is simply wrong.
+    const l = this.length;
+    if (l < UDP_HEADER_LEN || l > this.len) return false;
+    return sum(this.buf, this.off, l, pseudoSum) === 0xffff;
   }
 
-  /** Computes and stores the checksum; a result of 0 is stored as 0xffff. */
+  /**
+   * Computes and stores the checksum; a result of 0 is stored as 0xffff.
+   * Sums Length bytes, never more than `len` (a Length set beyond the bytes
+   * is the caller's bug; the sum then stops at the view's end).
+   */
   fillChecksum(pseudoSum: number): void {
     set16(this.buf, this.off + 6, 0);
-    const c = checksum(this.buf, this.off, this.length, pseudoSum);
+    const c = checksum(this.buf, this.off, Math.min(this.length, this.len), pseudoSum);
     set16(this.buf, this.off + 6, c === 0 ? 0xffff : c);
   }
 
