@@ -11,6 +11,9 @@ export interface SizeClassSpec {
   count: number;
 }
 
+/** Packet memory beyond the buffers, for backends' fixed scratch areas (PacketMemory.alloc). */
+export const SCRATCH_BYTES = 1 << 20;
+
 /** Default headroom: room for two VLAN tags plus an IPv6 VXLAN encapsulation. */
 export const DEFAULT_HEADROOM = 128;
 
@@ -76,7 +79,8 @@ export class BufferPool {
         throw new RangeError(`bad size class ${s.bufferSize}×${s.count} (headroom ${this.headroom})`);
       }
     }
-    const total = specs.reduce((n, s) => n + ((s.bufferSize + 63) & ~63) * s.count + 64, 0);
+    // Plus room for backends' small fixed areas (e.g. virtio header scratch).
+    const total = specs.reduce((n, s) => n + ((s.bufferSize + 63) & ~63) * s.count + 64, 0) + SCRATCH_BYTES;
     this.memory = opts.memory ?? new PacketMemory(total);
     this.bytes = this.memory.bytes;
     for (let c = 0; c < specs.length; c++) {

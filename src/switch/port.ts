@@ -96,6 +96,9 @@ export interface PortBackend {
   close?(): void;
 }
 
+/** A packet seen at a port: received (before the pipeline) or sent (after the backend took it). */
+export type CaptureHook = (p: Packet, port: Port, dir: 'rx' | 'tx', tci: number) => void;
+
 export class Port {
   readonly name: string;
   readonly kind: PortKind;
@@ -110,6 +113,8 @@ export class Port {
   budget: OffloadBudget | undefined;
   maxMacs: number;
   up = true;
+  /** Capture (pcapng) of what the port receives and sends; null when off. */
+  capture: CaptureHook | null = null;
   /** What the switch currently advertises to this port (nothing, for legacy and external ports). */
   advertised: OffloadCapabilities = noOffloads();
   /**

@@ -281,6 +281,7 @@ export class Switch {
       c.rxPackets++;
       c.rxBytes += p.len;
       p.inPort = port.index;
+      if (port.capture !== null) this.captureSafely(port, p, 'rx', -1);
       this.process(p, port);
     }
     batch.clear();
@@ -736,10 +737,19 @@ export class Switch {
       if (i < sent) {
         c.txPackets++;
         c.txBytes += p.len + (q.tci[i]! >= 0 ? 4 : 0);
+        if (port.capture !== null) this.captureSafely(port, p, 'tx', q.tci[i]!);
       }
     }
     if (sent < n) c.txDrops[Drop['tx-error']]! += n - sent;
     q.batch.releaseAll();
+  }
+
+  private captureSafely(port: Port, p: Packet, dir: 'rx' | 'tx', tci: number): void {
+    try {
+      port.capture!(p, port, dir, tci);
+    } catch {
+      port.capture = null; // a broken capture stops; the port keeps switching
+    }
   }
 
   /** Send everything queued. */

@@ -1,0 +1,174 @@
+// The running switch: packet memory and pool, the switch core, the real
+// endpoints behind each port, the guests' network namespaces where the
+// switch made them, and the timers (MAC aging, budgets). Everything it
+// creates it removes again on stop(), and stop() is safe to call on a
+// half-built runtime. A port that fails to come up is reported and left out;
+// it never takes the others down.
+
+import { spawnSync } from 'node:child_process';
+import { BufferPool, type SizeClassSpec } from '../packet/pool.js';
+import { Switch } from '../switch/switch.js';
+import type { Port, PortConfig, PortKind, PortBackend } from '../switch/port.js';
+import { macToString } from '../wire/bytes.js';
+import { TapBackend } from '../io/tap.js';
+import { AfPacketBackend } from '../io/af-packet.js';
+import type { FdBackend } from '../io/fd-backend.js';
+
+export interface GuestSpec {
+  /** Network namespace the guest side of the TAP goes into ("the VM"). */
+  namespace: string;
+  /** Create the namespace (and delete it on stop). */
+  create?: boolean;
+  /** Addresses for the guest interface, CIDR (e.g. 198.18.0.1/24, 2001:db8::1/64). */
+  addresses?: string[];
+  /** Guest interface MAC (default: the kernel's random one). */
+  mac?: string;
+}
+
+export interface PortSpec extends Omit<PortConfig, 'kind'> {
+  kind: PortKind;
+  /**
+   * synthetic/host/legacy: the TAP device name (created); external: the NIC
+   * or veth to bind. Default: the port name.
+   */
+  device?: string;
+  /** synthetic/legacy: where the guest end lives. host: addresses on the root namespace side. */
+  guest?: GuestSpec;
+  /** host ports: addresses for the host's TAP in the root namespace. */
+  addresses?: string[];
+}
+
+export interface RuntimeOptions {
+  pool?: { classes?: SizeClassSpec[] };
+  macAgingMs?: number;
+  /** ms between housekeeping ticks (MAC aging, budgets); default 100. */
+  tickMs?: number;
+  log?: (level: 'info' | 'warn' | 'error', msg: string, fields?: Record<string, unknown>) => void;
+}
+
+/** Real-sized defaults: 32 K MTU buffers (64 MiB), 1 K super-frame buffers (66 MiB). */
+export const RUNTIME_POOL: SizeClassSpec[] = [
+  { bufferSize: 2048, count: 32768 },
+  { bufferSize: 65536 + 1024, count: 1024 },
+];
+
+export class CommandError extends Error {}
+
+/** Run `ip` (or another tool) and throw with its stderr when it fails. */
+export function sh(cmd: string, args: string[]): string {
+  const r = spawnSync(cmd, args, { encoding: 'utf8' });
+  if (r.error) throw new CommandError(`${cmd} ${args.join(' ')}: ${r.error.message}`);
+  if (r.status !== 0) throw new CommandError(`${cmd} ${args.join(' ')}: ${(r.stderr || r.stdout).trim()}`);
+  return r.stdout;
+}
+
+interface Attached {
+  port: Port;
+  backend: PortBackend;
+  spec: PortSpec;
+  /** Namespace this runtime created for the port's guest. */
+  createdNamespace?: string;
+}
+
+export class Runtime {
+  readonly pool: BufferPool;
+  readonly sw: Switch;
+  private readonly attached = new Map<string, Attached>();
+  private tickTimer: ReturnType<typeof setInterval> | null = null;
+  private readonly log: NonNullable<RuntimeOptions['log']>;
+  private stopped = false;
+
+  constructor(opts: RuntimeOptions = {}) {
+    this.pool = new BufferPool({ classes: opts.pool?.classes ?? RUNTIME_POOL });
+    this.sw = new Switch({ pool: this.pool, ...(opts.macAgingMs !== undefined ? { macAgingMs: opts.macAgingMs } : {}) });
+    this.log = opts.log ?? (() => {});
+    this.tickTimer = setInterval(() => this.sw.tick(), opts.tickMs ?? 100);
+    this.tickTimer.unref?.();
+    this.sw.events.on('mac-move', (e) => this.log('info', 'MAC moved', { mac: macToString(e.mac), vlan: e.vlan, from: e.from, to: e.to }));
+    this.sw.events.on('capabilities', (e) => this.log('info', 'uplink capabilities changed', { port: e.port }));
+  }
+
+  ports(): Attached[] {
+    return [...this.attached.values()];
+  }
+
+  backendOf(name: string): PortBackend | undefined {
+    return this.attached.get(name)?.backend;
+  }
+
+  /** Bring a port up: its endpoint, its guest side, and its place in the switch. */
+  addPort(spec: PortSpec): Port {
+    if (this.stopped) throw new Error('runtime stopped');
+    if (this.attached.has(spec.name)) throw new Error(`port ${spec.name} exists already`);
+    const device = spec.device ?? spec.name;
+    if (device.length > 15) throw new Error(`port ${spec.name}: device name ${device} is longer than 15 characters`);
+    let backend: FdBackend | null = null;
+    let created: string | undefined;
+    try {
+      if (spec.kind === 'external') {
+        sh('ip', ['link', 'set', 'dev', device, 'up']);
+        backend = AfPacketBackend.open({ ifname: device, pool: this.pool });
+      } else {
+        const tap = TapBackend.open({ ifname: device, vnetHdr: spec.kind !== 'legacy', pool: this.pool });
+        backend = tap;
+        const mtu = String(spec.mtu ?? 1500);
+        if (spec.kind === 'host' || spec.guest === undefined) {
+          sh('ip', ['link', 'set', 'dev', tap.ifname, 'mtu', mtu, 'up']);
+          for (const a of spec.addresses ?? []) sh('ip', ['addr', 'add', a, 'dev', tap.ifname, ...(a.includes(':') ? ['nodad'] : [])]);
+        } else {
+          const g = spec.guest;
+          if (g.create) {
+            sh('ip', ['netns', 'add', g.namespace]);
+            created = g.namespace;
+          }
+          sh('ip', ['link', 'set', 'dev', tap.ifname, 'netns', g.namespace]);
+          const inNs = (...args: string[]) => sh('ip', ['-n', g.namespace, ...args]);
+          if (g.mac !== undefined) inNs('link', 'set', 'dev', tap.ifname, 'address', g.mac);
+          inNs('link', 'set', 'dev', tap.ifname, 'mtu', mtu, 'up');
+          inNs('link', 'set', 'dev', 'lo', 'up');
+          for (const a of g.addresses ?? []) inNs('addr', 'add', a, 'dev', tap.ifname, ...(a.includes(':') ? ['nodad'] : []));
+        }
+      }
+      const { device: _d, guest: _g, addresses: _a, ...cfg } = spec;
+      const port = this.sw.addPort(cfg, backend);
+      backend.onFatal = (errno) => {
+        this.log('error', 'port endpoint failed; port set down', { port: spec.name, errno });
+        if (this.sw.findPort(spec.name) !== undefined) this.sw.setPortUp(spec.name, false);
+      };
+      backend.attach(this.sw, port);
+      const entry: Attached = { port, backend, spec };
+      if (created !== undefined) entry.createdNamespace = created;
+      this.attached.set(spec.name, entry);
+      this.log('info', 'port added', { port: spec.name, kind: spec.kind, device });
+      return port;
+    } catch (e) {
+      backend?.close();
+      if (created !== undefined) spawnSync('ip', ['netns', 'del', created]);
+      throw e;
+    }
+  }
+
+  /** Take a port out without disturbing the others. */
+  removePort(name: string): void {
+    const a = this.attached.get(name);
+    if (a === undefined) throw new Error(`no port ${name}`);
+    this.attached.delete(name);
+    this.sw.removePort(name); // closes the backend
+    if (a.createdNamespace !== undefined) spawnSync('ip', ['netns', 'del', a.createdNamespace]);
+    this.log('info', 'port removed', { port: name });
+  }
+
+  /** Stop: close every endpoint, remove what this runtime created. Idempotent. */
+  stop(): void {
+    if (this.stopped) return;
+    this.stopped = true;
+    if (this.tickTimer !== null) clearInterval(this.tickTimer);
+    for (const name of [...this.attached.keys()]) {
+      try {
+        this.removePort(name);
+      } catch (e) {
+        this.log('warn', 'port removal failed', { port: name, error: String(e) });
+      }
+    }
+  }
+}

@@ -1,0 +1,95 @@
+// The external port: an AF_PACKET socket bound to a NIC (or a veth whose far
+// end is "the physical network"), with PACKET_VNET_HDR so super-frames and
+// partial checksums cross it with their metadata, PACKET_AUXDATA for the VLAN
+// tag the NIC stripped, and the kernel's verdict on received checksums
+// (DATA_VALID). The NIC's offloads are read with ethtool on attach and
+// watched: `ethtool -K dev tso off` reaches the switch's capability map
+// within one watch interval and is re-advertised.
+
+import type { BufferPool } from '../packet/pool.js';
+import { VNET_HDR_MRG_LEN } from '../packet/vnet.js';
+import { capabilitiesEqual, type OffloadCapabilities } from '../offload/capabilities.js';
+import { capabilitiesFromEthtool, type EthtoolHints } from '../offload/translate/linux.js';
+import type { Port } from '../switch/port.js';
+import type { Switch } from '../switch/switch.js';
+import { FdBackend } from './fd-backend.js';
+import { IoMode, native, PacketFlag } from './native/index.js';
+
+export interface AfPacketOptions {
+  ifname: string;
+  pool: BufferPool;
+  /** Socket buffers (default 32 MiB: the default silently drops super-frames). */
+  socketBuffer?: number;
+  /** How often to re-read the NIC's features, ms (default 250). */
+  watchMs?: number;
+  hints?: EthtoolHints;
+  batch?: number;
+}
+
+export class AfPacketBackend extends FdBackend {
+  capabilities: OffloadCapabilities;
+  readonly ifname: string;
+  private readonly hints: EthtoolHints;
+  private watch: ReturnType<typeof setInterval> | null = null;
+  private readonly watchMs: number;
+  /** Frames the kernel dropped before we could read them (PACKET_STATISTICS). */
+  kernelDrops = 0;
+  kernelPackets = 0;
+
+  private constructor(fd: number, o: AfPacketOptions) {
+    super({
+      fd, mode: IoMode.PACKET, vnetHdr: VNET_HDR_MRG_LEN, source: 'kernel', pool: o.pool, maxFrame: 65550,
+      ...(o.batch !== undefined ? { batch: o.batch } : {}), dataValidOut: false,
+    });
+    this.ifname = o.ifname;
+    this.hints = o.hints ?? {};
+    this.watchMs = o.watchMs ?? 250;
+    this.capabilities = this.readCapabilities();
+  }
+
+  static open(o: AfPacketOptions): AfPacketBackend {
+    const shim = native();
+    const fd = shim.packetOpen(o.ifname, VNET_HDR_MRG_LEN, o.socketBuffer ?? 32 << 20, PacketFlag.IGNORE_OUTGOING | PacketFlag.AUXDATA);
+    try {
+      return new AfPacketBackend(fd, o);
+    } catch (e) {
+      shim.close(fd);
+      throw e;
+    }
+  }
+
+  /** The NIC's features now, as capabilities. */
+  readCapabilities(): OffloadCapabilities {
+    const features: Record<string, boolean> = {};
+    for (const [name, active] of this.shim.ethtoolFeatures(this.ifname)) features[name] = active;
+    return capabilitiesFromEthtool(features, this.hints);
+  }
+
+  override attach(sw: Switch, port: Port): void {
+    super.attach(sw, port);
+    this.watch = setInterval(() => this.refresh(sw, port), this.watchMs);
+    this.watch.unref?.();
+  }
+
+  /** Re-read features and kernel drop counters; report capability changes to the switch. */
+  private refresh(sw: Switch, port: Port): void {
+    try {
+      const caps = this.readCapabilities();
+      if (!capabilitiesEqual(caps, this.capabilities)) {
+        this.capabilities = caps;
+        sw.updateCapabilities(port.name, caps);
+      }
+      const [packets, drops] = this.shim.packetStats(this.fd);
+      this.kernelPackets += packets;
+      this.kernelDrops += drops;
+    } catch {
+      // the device may be going away; the read path notices that
+    }
+  }
+
+  override close(): void {
+    if (this.watch !== null) clearInterval(this.watch);
+    this.watch = null;
+    super.close();
+  }
+}

@@ -1,0 +1,543 @@
+// vswitch's native shim: the few Linux calls Node lacks, and nothing else.
+// All packet logic stays in TypeScript; this file only moves bytes between
+// file descriptors and the packet memory that JavaScript owns.
+//
+//   tapOpen(name, flags, vnetHdrSize)      TUNSETIFF (+ IFF_VNET_HDR, IFF_MULTI_QUEUE), TUNSETVNETHDRSZ
+//   tapSetOffload(fd, tunFlags)            TUNSETOFFLOAD (flags by value)
+//   packetOpen(ifname, vnetHdrSize, rcvbuf, flags)
+//                                          AF_PACKET SOCK_RAW + PACKET_VNET_HDR(_SZ), SO_RCVBUFFORCE,
+//                                          PACKET_IGNORE_OUTGOING, PACKET_AUXDATA, bound to the device
+//   packetStats(fd)                        PACKET_STATISTICS [packets, drops] (read-and-reset)
+//   ethtoolFeatures(ifname)                SIOCETHTOOL: [[name, active, fixed], ...]
+//   ifIndex(name), close(fd)
+//   readBatch(fd, mem, offs, caps, lens, tcis, max, mode)
+//                                          read until EAGAIN (≤ max) into mem at offs[i]: one JS call
+//                                          per batch; mode 1 = packet socket (recvmmsg + auxdata VLAN)
+//   writeBatch(fd, mem, hdrOffs, hdrLen, offs, lens, tcis, count, mode)
+//                                          gather-write [vnet header][frame with 802.1Q tag inserted]
+//   pollStart(fd, events, cb) / pollStop(h)  uv_poll on the fd in Node's own event loop
+//
+// Set-up calls throw an Error naming the call and errno; data-path calls
+// return counts (or -errno) and never throw for I/O conditions.
+
+#define _GNU_SOURCE
+#include <node_api.h>
+#include <uv.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <arpa/inet.h>
+#include <net/if.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <linux/ethtool.h>
+#include <linux/if_ether.h>
+#include <linux/if_packet.h>
+#include <linux/if_tun.h>
+#include <linux/sockios.h>
+
+#ifndef PACKET_VNET_HDR_SZ
+#define PACKET_VNET_HDR_SZ 24
+#endif
+#ifndef PACKET_IGNORE_OUTGOING
+#define PACKET_IGNORE_OUTGOING 23
+#endif
+#ifndef TP_STATUS_VLAN_VALID
+#define TP_STATUS_VLAN_VALID (1 << 4)
+#endif
+
+#define MAX_BATCH 256
+
+// --- argument helpers -------------------------------------------------------
+
+static napi_value throw_errno(napi_env env, const char* what, int err) {
+  char msg[256];
+  snprintf(msg, sizeof msg, "%s: %s (errno %d)", what, strerror(err), err);
+  napi_throw_error(env, NULL, msg);
+  return NULL;
+}
+
+static int32_t arg_i32(napi_env env, napi_value v) {
+  int32_t x = 0;
+  napi_get_value_int32(env, v, &x);
+  return x;
+}
+
+static int arg_str(napi_env env, napi_value v, char* out, size_t cap) {
+  size_t n = 0;
+  if (napi_get_value_string_utf8(env, v, out, cap, &n) != napi_ok) return -1;
+  return (int)n;
+}
+
+static void* arg_ta(napi_env env, napi_value v, size_t* bytes) {
+  napi_typedarray_type type;
+  size_t len = 0, off = 0;
+  void* data = NULL;
+  napi_value ab;
+  if (napi_get_typedarray_info(env, v, &type, &len, &data, &ab, &off) != napi_ok) return NULL;
+  size_t el = (type == napi_int32_array || type == napi_uint32_array) ? 4 : 1;
+  if (bytes) *bytes = len * el;
+  return data;
+}
+
+static napi_value num(napi_env env, double x) {
+  napi_value r;
+  napi_create_double(env, x, &r);
+  return r;
+}
+
+#define ARGS(n)                                             \
+  size_t argc = (n);                                        \
+  napi_value argv[(n) > 0 ? (n) : 1];                       \
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);     \
+  if (argc < (n)) {                                         \
+    napi_throw_type_error(env, NULL, "too few arguments");  \
+    return NULL;                                            \
+  }
+
+// --- set-up calls -------------------------------------------------------------
+
+// tapOpen(name, flags: 1 vnet header | 2 multi-queue, vnetHdrSize) -> [fd, name]
+static napi_value tap_open(napi_env env, napi_callback_info info) {
+  ARGS(3);
+  char name[IFNAMSIZ] = {0};
+  if (arg_str(env, argv[0], name, sizeof name) < 0) return throw_errno(env, "tapOpen: name", EINVAL);
+  int32_t flags = arg_i32(env, argv[1]);
+  int32_t hdrsz = arg_i32(env, argv[2]);
+  int fd = open("/dev/net/tun", O_RDWR | O_NONBLOCK | O_CLOEXEC);
+  if (fd < 0) return throw_errno(env, "tapOpen: open /dev/net/tun", errno);
+  struct ifreq ifr;
+  memset(&ifr, 0, sizeof ifr);
+  ifr.ifr_flags = IFF_TAP | IFF_NO_PI;
+  if (flags & 1) ifr.ifr_flags |= IFF_VNET_HDR;
+  if (flags & 2) ifr.ifr_flags |= IFF_MULTI_QUEUE;
+  memcpy(ifr.ifr_name, name, strnlen(name, IFNAMSIZ - 1));
+  if (ioctl(fd, TUNSETIFF, &ifr) < 0) {
+    int e = errno;
+    close(fd);
+    return throw_errno(env, "tapOpen: TUNSETIFF", e);
+  }
+  if ((flags & 1) && hdrsz > 0 && ioctl(fd, TUNSETVNETHDRSZ, &hdrsz) < 0) {
+    int e = errno;
+    close(fd);
+    return throw_errno(env, "tapOpen: TUNSETVNETHDRSZ", e);
+  }
+  napi_value arr, s;
+  napi_create_array_with_length(env, 2, &arr);
+  napi_set_element(env, arr, 0, num(env, fd));
+  napi_create_string_utf8(env, ifr.ifr_name, NAPI_AUTO_LENGTH, &s);
+  napi_set_element(env, arr, 1, s);
+  return arr;
+}
+
+// tapSetOffload(fd, TUN_F_* flags)
+static napi_value tap_set_offload(napi_env env, napi_callback_info info) {
+  ARGS(2);
+  int fd = arg_i32(env, argv[0]);
+  unsigned long flags = (unsigned long)(uint32_t)arg_i32(env, argv[1]);
+  if (ioctl(fd, TUNSETOFFLOAD, flags) < 0) return throw_errno(env, "tapSetOffload: TUNSETOFFLOAD", errno);
+  return NULL;
+}
+
+static int if_index(const char* name) {
+  return (int)if_nametoindex(name);
+}
+
+static napi_value if_index_js(napi_env env, napi_callback_info info) {
+  ARGS(1);
+  char name[IFNAMSIZ] = {0};
+  arg_str(env, argv[0], name, sizeof name);
+  return num(env, if_index(name));
+}
+
+// packetOpen(ifname, vnetHdrSize 0|10|12, rcvbuf bytes, flags: 1 ignore outgoing | 2 auxdata) -> fd
+static napi_value packet_open(napi_env env, napi_callback_info info) {
+  ARGS(4);
+  char name[IFNAMSIZ] = {0};
+  arg_str(env, argv[0], name, sizeof name);
+  int32_t hdrsz = arg_i32(env, argv[1]);
+  int32_t rcvbuf = arg_i32(env, argv[2]);
+  int32_t flags = arg_i32(env, argv[3]);
+  int ifindex = if_index(name);
+  if (ifindex == 0) return throw_errno(env, "packetOpen: no such device", ENODEV);
+  int fd = socket(AF_PACKET, SOCK_RAW | SOCK_NONBLOCK | SOCK_CLOEXEC, htons(ETH_P_ALL));
+  if (fd < 0) return throw_errno(env, "packetOpen: socket(AF_PACKET)", errno);
+  int one = 1;
+  const char* step = NULL;
+  if (hdrsz > 0) {
+    if (setsockopt(fd, SOL_PACKET, PACKET_VNET_HDR, &one, sizeof one) < 0) step = "PACKET_VNET_HDR";
+    else if (hdrsz != 10 && setsockopt(fd, SOL_PACKET, PACKET_VNET_HDR_SZ, &hdrsz, sizeof hdrsz) < 0) step = "PACKET_VNET_HDR_SZ";
+  }
+  if (!step && rcvbuf > 0 && setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &rcvbuf, sizeof rcvbuf) < 0) step = "SO_RCVBUFFORCE";
+  if (!step && rcvbuf > 0 && setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &rcvbuf, sizeof rcvbuf) < 0) step = "SO_SNDBUFFORCE";
+  if (!step && (flags & 1) && setsockopt(fd, SOL_PACKET, PACKET_IGNORE_OUTGOING, &one, sizeof one) < 0) step = "PACKET_IGNORE_OUTGOING";
+  if (!step && (flags & 2) && setsockopt(fd, SOL_PACKET, PACKET_AUXDATA, &one, sizeof one) < 0) step = "PACKET_AUXDATA";
+  if (!step) {
+    struct sockaddr_ll sll;
+    memset(&sll, 0, sizeof sll);
+    sll.sll_family = AF_PACKET;
+    sll.sll_protocol = htons(ETH_P_ALL);
+    sll.sll_ifindex = ifindex;
+    if (bind(fd, (struct sockaddr*)&sll, sizeof sll) < 0) step = "bind";
+  }
+  if (step) {
+    int e = errno;
+    close(fd);
+    char what[64];
+    snprintf(what, sizeof what, "packetOpen: %s", step);
+    return throw_errno(env, what, e);
+  }
+  return num(env, fd);
+}
+
+// packetStats(fd) -> [packets, drops] since the last call (the kernel resets them)
+static napi_value packet_stats(napi_env env, napi_callback_info info) {
+  ARGS(1);
+  int fd = arg_i32(env, argv[0]);
+  struct tpacket_stats st;
+  socklen_t len = sizeof st;
+  if (getsockopt(fd, SOL_PACKET, PACKET_STATISTICS, &st, &len) < 0) return throw_errno(env, "packetStats", errno);
+  napi_value arr;
+  napi_create_array_with_length(env, 2, &arr);
+  napi_set_element(env, arr, 0, num(env, st.tp_packets));
+  napi_set_element(env, arr, 1, num(env, st.tp_drops));
+  return arr;
+}
+
+// ethtoolFeatures(ifname) -> [[name, active, fixed], ...]  (ETHTOOL_GSSET_INFO/GSTRINGS/GFEATURES)
+static napi_value ethtool_features(napi_env env, napi_callback_info info) {
+  ARGS(1);
+  char name[IFNAMSIZ] = {0};
+  arg_str(env, argv[0], name, sizeof name);
+  int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) fd = socket(AF_PACKET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return throw_errno(env, "ethtoolFeatures: socket", errno);
+  struct ifreq ifr;
+  memset(&ifr, 0, sizeof ifr);
+  memcpy(ifr.ifr_name, name, strnlen(name, IFNAMSIZ - 1));
+
+  struct { struct ethtool_sset_info hdr; uint32_t buf[1]; } sset;
+  memset(&sset, 0, sizeof sset);
+  sset.hdr.cmd = ETHTOOL_GSSET_INFO;
+  sset.hdr.sset_mask = 1ULL << ETH_SS_FEATURES;
+  ifr.ifr_data = (void*)&sset;
+  if (ioctl(fd, SIOCETHTOOL, &ifr) < 0) { int e = errno; close(fd); return throw_errno(env, "ethtoolFeatures: ETHTOOL_GSSET_INFO", e); }
+  uint32_t n = sset.hdr.sset_mask ? sset.buf[0] : 0;
+
+  struct ethtool_gstrings* strs = calloc(1, sizeof *strs + (size_t)n * ETH_GSTRING_LEN);
+  uint32_t blocks = (n + 31) / 32;
+  struct ethtool_gfeatures* feats = calloc(1, sizeof *feats + blocks * sizeof(struct ethtool_get_features_block));
+  if (!strs || !feats) { free(strs); free(feats); close(fd); return throw_errno(env, "ethtoolFeatures", ENOMEM); }
+  strs->cmd = ETHTOOL_GSTRINGS;
+  strs->string_set = ETH_SS_FEATURES;
+  strs->len = n;
+  ifr.ifr_data = (void*)strs;
+  int ok = ioctl(fd, SIOCETHTOOL, &ifr) >= 0;
+  if (ok) {
+    feats->cmd = ETHTOOL_GFEATURES;
+    feats->size = blocks;
+    ifr.ifr_data = (void*)feats;
+    ok = ioctl(fd, SIOCETHTOOL, &ifr) >= 0;
+  }
+  int e = errno;
+  close(fd);
+  if (!ok) { free(strs); free(feats); return throw_errno(env, "ethtoolFeatures: ETHTOOL_GSTRINGS/GFEATURES", e); }
+
+  napi_value arr;
+  napi_create_array(env, &arr);
+  uint32_t out = 0;
+  for (uint32_t i = 0; i < n; i++) {
+    const char* s = (const char*)strs->data + (size_t)i * ETH_GSTRING_LEN;
+    if (s[0] == 0) continue;
+    uint32_t bit = 1u << (i % 32);
+    const struct ethtool_get_features_block* b = &feats->features[i / 32];
+    napi_value row, str, active, fixed;
+    napi_create_array_with_length(env, 3, &row);
+    napi_create_string_utf8(env, s, strnlen(s, ETH_GSTRING_LEN), &str);
+    napi_get_boolean(env, (b->active & bit) != 0, &active);
+    napi_get_boolean(env, (b->never_changed & bit) != 0 || (b->available & bit) == 0, &fixed);
+    napi_set_element(env, row, 0, str);
+    napi_set_element(env, row, 1, active);
+    napi_set_element(env, row, 2, fixed);
+    napi_set_element(env, arr, out++, row);
+  }
+  free(strs);
+  free(feats);
+  return arr;
+}
+
+static napi_value close_fd(napi_env env, napi_callback_info info) {
+  ARGS(1);
+  int fd = arg_i32(env, argv[0]);
+  return num(env, close(fd) < 0 ? -errno : 0);
+}
+
+// --- data path -------------------------------------------------------------------
+
+// readBatch(fd, mem, offs, caps, lens, tcis, max, mode) -> count, or -errno if none was read.
+// Slot i receives at mem[offs[i] .. offs[i] + caps[i]); lens[i] = bytes (vnet header
+// included), or -1 for a frame larger than the slot (dropped by the caller, counted).
+// mode 0: read() loop (TAP). mode 1: recvmmsg with PACKET_AUXDATA; tcis[i] = VLAN
+// TCI (-1: none), with the TPID in bits 16..31 when the kernel reports it.
+static napi_value read_batch(napi_env env, napi_callback_info info) {
+  ARGS(8);
+  int fd = arg_i32(env, argv[0]);
+  size_t memlen = 0;
+  uint8_t* mem = arg_ta(env, argv[1], &memlen);
+  size_t nb = 0;
+  int32_t* offs = arg_ta(env, argv[2], &nb);
+  int32_t* caps = arg_ta(env, argv[3], NULL);
+  int32_t* lens = arg_ta(env, argv[4], NULL);
+  int32_t* tcis = arg_ta(env, argv[5], NULL);
+  int32_t max = arg_i32(env, argv[6]);
+  int32_t mode = arg_i32(env, argv[7]);
+  if (!mem || !offs || !caps || !lens || !tcis) { napi_throw_type_error(env, NULL, "readBatch: typed arrays expected"); return NULL; }
+  if (max > (int32_t)(nb / 4)) max = (int32_t)(nb / 4);
+  if (max > MAX_BATCH) max = MAX_BATCH;
+  for (int32_t i = 0; i < max; i++) {
+    if (offs[i] < 0 || caps[i] <= 0 || (size_t)offs[i] + (size_t)caps[i] > memlen) {
+      napi_throw_range_error(env, NULL, "readBatch: slot outside packet memory");
+      return NULL;
+    }
+  }
+  int count = 0;
+  if (mode == 0) {
+    while (count < max) {
+      ssize_t r = read(fd, mem + offs[count], (size_t)caps[count]);
+      if (r < 0) {
+        if (errno == EINTR) continue;
+        if (count == 0) return num(env, -errno);
+        break;
+      }
+      lens[count] = (int32_t)r;
+      tcis[count] = -1;
+      count++;
+    }
+    return num(env, count);
+  }
+  struct mmsghdr msgs[MAX_BATCH];
+  struct iovec iov[MAX_BATCH];
+  union { struct cmsghdr align; char buf[CMSG_SPACE(sizeof(struct tpacket_auxdata))]; } ctl[MAX_BATCH];
+  memset(msgs, 0, sizeof(struct mmsghdr) * (size_t)max);
+  for (int32_t i = 0; i < max; i++) {
+    iov[i].iov_base = mem + offs[i];
+    iov[i].iov_len = (size_t)caps[i];
+    msgs[i].msg_hdr.msg_iov = &iov[i];
+    msgs[i].msg_hdr.msg_iovlen = 1;
+    msgs[i].msg_hdr.msg_control = ctl[i].buf;
+    msgs[i].msg_hdr.msg_controllen = sizeof ctl[i].buf;
+  }
+  int r;
+  do { r = recvmmsg(fd, msgs, (unsigned)max, MSG_DONTWAIT | MSG_TRUNC, NULL); } while (r < 0 && errno == EINTR);
+  if (r < 0) return num(env, -errno);
+  for (int i = 0; i < r; i++) {
+    lens[i] = (msgs[i].msg_hdr.msg_flags & MSG_TRUNC) || msgs[i].msg_len > (unsigned)caps[i] ? -1 : (int32_t)msgs[i].msg_len;
+    tcis[i] = -1;
+    for (struct cmsghdr* c = CMSG_FIRSTHDR(&msgs[i].msg_hdr); c; c = CMSG_NXTHDR(&msgs[i].msg_hdr, c)) {
+      if (c->cmsg_level != SOL_PACKET || c->cmsg_type != PACKET_AUXDATA) continue;
+      struct tpacket_auxdata aux;
+      memcpy(&aux, CMSG_DATA(c), sizeof aux);
+      if (aux.tp_vlan_tci != 0 || (aux.tp_status & TP_STATUS_VLAN_VALID)) {
+        uint32_t tpid = (aux.tp_status & TP_STATUS_VLAN_TPID_VALID) ? aux.tp_vlan_tpid : 0x8100;
+        tcis[i] = (int32_t)((tpid << 16) | aux.tp_vlan_tci);
+      }
+    }
+  }
+  return num(env, r);
+}
+
+// writeBatch(fd, mem, hdrOffs, hdrLen, offs, lens, tcis, count, mode) -> frames sent, or -errno if none.
+// Frame i is sent as [mem[hdrOffs[i]], hdrLen bytes (when hdrLen > 0)]
+// [frame bytes 0..12][802.1Q tag tcis[i] when ≥ 0][frame bytes 12..].
+// mode 0: one writev per frame (TAP). mode 1: sendmmsg (packet socket).
+static napi_value write_batch(napi_env env, napi_callback_info info) {
+  ARGS(9);
+  int fd = arg_i32(env, argv[0]);
+  size_t memlen = 0;
+  uint8_t* mem = arg_ta(env, argv[1], &memlen);
+  size_t nb = 0;
+  int32_t* hoffs = arg_ta(env, argv[2], &nb);
+  int32_t hdrlen = arg_i32(env, argv[3]);
+  int32_t* offs = arg_ta(env, argv[4], NULL);
+  int32_t* lens = arg_ta(env, argv[5], NULL);
+  int32_t* tcis = arg_ta(env, argv[6], NULL);
+  int32_t count = arg_i32(env, argv[7]);
+  int32_t mode = arg_i32(env, argv[8]);
+  if (!mem || !hoffs || !offs || !lens || !tcis) { napi_throw_type_error(env, NULL, "writeBatch: typed arrays expected"); return NULL; }
+  if (count > (int32_t)(nb / 4)) count = (int32_t)(nb / 4);
+  if (count > MAX_BATCH) count = MAX_BATCH;
+  // On the stack: worker threads each load this module into their own
+  // environment and may write at the same time.
+  struct iovec iov[MAX_BATCH][4];
+  uint8_t tags[MAX_BATCH][4];
+  struct mmsghdr msgs[MAX_BATCH];
+  for (int32_t i = 0; i < count; i++) {
+    if (offs[i] < 0 || lens[i] < 14 || (size_t)offs[i] + (size_t)lens[i] > memlen ||
+        (hdrlen > 0 && (hoffs[i] < 0 || (size_t)hoffs[i] + (size_t)hdrlen > memlen))) {
+      napi_throw_range_error(env, NULL, "writeBatch: frame outside packet memory");
+      return NULL;
+    }
+    int n = 0;
+    if (hdrlen > 0) { iov[i][n].iov_base = mem + hoffs[i]; iov[i][n].iov_len = (size_t)hdrlen; n++; }
+    if (tcis[i] >= 0) {
+      uint16_t tpid = 0x8100, tci = (uint16_t)(tcis[i] & 0xffff);
+      tags[i][0] = (uint8_t)(tpid >> 8); tags[i][1] = (uint8_t)tpid;
+      tags[i][2] = (uint8_t)(tci >> 8); tags[i][3] = (uint8_t)tci;
+      iov[i][n].iov_base = mem + offs[i]; iov[i][n].iov_len = 12; n++;
+      iov[i][n].iov_base = tags[i]; iov[i][n].iov_len = 4; n++;
+      iov[i][n].iov_base = mem + offs[i] + 12; iov[i][n].iov_len = (size_t)lens[i] - 12; n++;
+    } else {
+      iov[i][n].iov_base = mem + offs[i]; iov[i][n].iov_len = (size_t)lens[i]; n++;
+    }
+    memset(&msgs[i], 0, sizeof msgs[i]);
+    msgs[i].msg_hdr.msg_iov = iov[i];
+    msgs[i].msg_hdr.msg_iovlen = (size_t)n;
+  }
+  if (mode == 1) {
+    int sent = 0;
+    while (sent < count) {
+      int r = sendmmsg(fd, msgs + sent, (unsigned)(count - sent), MSG_DONTWAIT);
+      if (r < 0) {
+        if (errno == EINTR) continue;
+        if (sent == 0) return num(env, -errno);
+        break;
+      }
+      sent += r;
+    }
+    return num(env, sent);
+  }
+  int sent = 0;
+  for (; sent < count; sent++) {
+    ssize_t r;
+    do { r = writev(fd, msgs[sent].msg_hdr.msg_iov, (int)msgs[sent].msg_hdr.msg_iovlen); } while (r < 0 && errno == EINTR);
+    if (r < 0) {
+      if (sent == 0) return num(env, -errno);
+      break;
+    }
+  }
+  return num(env, sent);
+}
+
+// --- event loop integration ----------------------------------------------------
+
+typedef struct {
+  uv_poll_t poll;
+  napi_env env;
+  napi_ref cb;
+  int closing;
+} poller_t;
+
+static void on_poll(uv_poll_t* h, int status, int events) {
+  poller_t* p = (poller_t*)h->data;
+  if (p->closing) return;
+  napi_env env = p->env;
+  napi_handle_scope scope;
+  napi_open_handle_scope(env, &scope);
+  napi_value cb, global, argv[2], result;
+  napi_get_reference_value(env, p->cb, &cb);
+  napi_get_global(env, &global);
+  napi_create_int32(env, status, &argv[0]);
+  napi_create_int32(env, events, &argv[1]);
+  napi_status st = napi_call_function(env, global, cb, 2, argv, &result);
+  if (st == napi_pending_exception) {
+    // An exception in the callback is the JavaScript side's bug: report it
+    // like any uncaught exception instead of losing it inside libuv.
+    napi_value exc;
+    napi_get_and_clear_last_exception(env, &exc);
+    napi_fatal_exception(env, exc);
+  }
+  napi_close_handle_scope(env, scope);
+}
+
+static void on_close(uv_handle_t* h) {
+  poller_t* p = (poller_t*)h->data;
+  napi_delete_reference(p->env, p->cb);
+  free(p);
+}
+
+static void poller_finalize(napi_env env, void* data, void* hint) {
+  (void)env; (void)data; (void)hint;
+  // The handle owns itself until pollStop closes it; nothing to do here.
+}
+
+// pollStart(fd, events: 1 readable | 2 writable, cb(status, events)) -> handle
+static napi_value poll_start(napi_env env, napi_callback_info info) {
+  ARGS(3);
+  int fd = arg_i32(env, argv[0]);
+  int events = arg_i32(env, argv[1]);
+  uv_loop_t* loop;
+  napi_get_uv_event_loop(env, &loop);
+  poller_t* p = calloc(1, sizeof *p);
+  if (!p) return throw_errno(env, "pollStart", ENOMEM);
+  p->env = env;
+  napi_create_reference(env, argv[2], 1, &p->cb);
+  int r = uv_poll_init(loop, &p->poll, fd);
+  if (r < 0) {
+    napi_delete_reference(env, p->cb);
+    free(p);
+    return throw_errno(env, "pollStart: uv_poll_init", -r);
+  }
+  p->poll.data = p;
+  int uvev = ((events & 1) ? UV_READABLE : 0) | ((events & 2) ? UV_WRITABLE : 0);
+  r = uv_poll_start(&p->poll, uvev, on_poll);
+  if (r < 0) {
+    uv_close((uv_handle_t*)&p->poll, on_close);
+    return throw_errno(env, "pollStart: uv_poll_start", -r);
+  }
+  napi_value handle;
+  napi_create_external(env, p, poller_finalize, NULL, &handle);
+  return handle;
+}
+
+// pollStop(handle): stop and release; safe to call once per handle.
+static napi_value poll_stop(napi_env env, napi_callback_info info) {
+  ARGS(1);
+  poller_t* p = NULL;
+  if (napi_get_value_external(env, argv[0], (void**)&p) != napi_ok || !p || p->closing) return NULL;
+  p->closing = 1;
+  uv_poll_stop(&p->poll);
+  uv_close((uv_handle_t*)&p->poll, on_close);
+  return NULL;
+}
+
+// pollUpdate(handle, events): change what is watched (e.g. add writable while a queue is blocked).
+static napi_value poll_update(napi_env env, napi_callback_info info) {
+  ARGS(2);
+  poller_t* p = NULL;
+  if (napi_get_value_external(env, argv[0], (void**)&p) != napi_ok || !p || p->closing) return NULL;
+  int events = arg_i32(env, argv[1]);
+  int uvev = ((events & 1) ? UV_READABLE : 0) | ((events & 2) ? UV_WRITABLE : 0);
+  uv_poll_start(&p->poll, uvev, on_poll);
+  return NULL;
+}
+
+// --- module -------------------------------------------------------------------------
+
+#define EXPORT(name, fn)                                              \
+  do {                                                                \
+    napi_value f;                                                     \
+    napi_create_function(env, name, NAPI_AUTO_LENGTH, fn, NULL, &f);  \
+    napi_set_named_property(env, exports, name, f);                   \
+  } while (0)
+
+NAPI_MODULE_INIT() {
+  EXPORT("tapOpen", tap_open);
+  EXPORT("tapSetOffload", tap_set_offload);
+  EXPORT("packetOpen", packet_open);
+  EXPORT("packetStats", packet_stats);
+  EXPORT("ethtoolFeatures", ethtool_features);
+  EXPORT("ifIndex", if_index_js);
+  EXPORT("close", close_fd);
+  EXPORT("readBatch", read_batch);
+  EXPORT("writeBatch", write_batch);
+  EXPORT("pollStart", poll_start);
+  EXPORT("pollStop", poll_stop);
+  EXPORT("pollUpdate", poll_update);
+  return exports;
+}
