@@ -28,6 +28,11 @@ ensure_node_deps() {
     echo "vswitch: installing npm dependencies ..." >&2
     npm ci --no-audit --no-fund --loglevel=error
   fi
+  # npm ci builds the native shim (binding.gyp); rebuild it if the build was removed.
+  if [ ! -f build/Release/vswitch_native.node ]; then
+    echo "vswitch: building the native shim ..." >&2
+    npm run -s build:native >/dev/null
+  fi
 }
 
 # build — compile TypeScript to dist/.

@@ -113,6 +113,11 @@ export function capabilitiesEqual(a: OffloadCapabilities, b: OffloadCapabilities
  */
 export function normalizeCapabilities(c: OffloadCapabilities): OffloadCapabilities {
   const n = cloneCapabilities(c);
+  for (const k of ['txChecksum', 'rxChecksum'] as const) {
+    const x = n[k];
+    // Option support means nothing without a protocol to checksum.
+    if (!x.ipv4Header && !x.tcp4 && !x.udp4 && !x.tcp6 && !x.udp6) n[k] = checksumNone();
+  }
   n.lso.v4 &&= n.txChecksum.tcp4;
   n.lso.v6 &&= n.txChecksum.tcp6;
   n.uso.v4 &&= n.txChecksum.udp4;
