@@ -139,6 +139,7 @@ test('uplink TSO and checksum offload switched off and on during transfers: no c
     clearInterval(flipper);
     lab.exec('host', ['ethtool', '-K', dev, 'tso', 'on', 'tx', 'on']);
   }
+  await sleep(600); // one feature-watch interval and then some
   const caps = await lab.command<{ ports: Record<string, { device: { lso: { v4: boolean } } }> }>({ cmd: 'caps' });
   assert.equal(caps.ports['phys']!.device.lso.v4, true, 'capability map follows the device');
 });
