@@ -148,6 +148,20 @@ export class Runtime {
     }
   }
 
+  /** Namespaces this runtime made (and will remove): what a crash would leave behind. */
+  createdNamespaces(): string[] {
+    return this.ports().flatMap((a) => (a.createdNamespace !== undefined ? [a.createdNamespace] : []));
+  }
+
+  /** Change the MTU of a port's device (the guest side, in its namespace). */
+  setDeviceMtu(name: string, mtu: number): void {
+    const a = this.attached.get(name);
+    if (a === undefined) throw new Error(`no port ${name}`);
+    const b = a.backend as TapBackend | AfPacketBackend;
+    const ns = a.spec.kind !== 'host' ? a.spec.guest?.namespace : undefined;
+    sh('ip', [...(ns !== undefined ? ['-n', ns] : []), 'link', 'set', 'dev', b.ifname, 'mtu', String(mtu)]);
+  }
+
   /** Take a port out without disturbing the others. */
   removePort(name: string): void {
     const a = this.attached.get(name);

@@ -1,6 +1,7 @@
 // An end-to-end lab: real network namespaces as VMs, a "physical network"
-// namespace behind a veth uplink, and vswitch running in a child process
-// (so the tests can block on commands without stalling the switch).
+// namespace behind a veth uplink, and vswitch running as its own process
+// (`vswitch run --config`, so the tests can block on commands without
+// stalling the switch), driven through its management API.
 //
 //   vm1  (synthetic, TAP + vnet header, namespace)   198.18.K.1   2001:db8:K::1
 //   vm2  (synthetic)                                 198.18.K.2   2001:db8:K::2
@@ -16,8 +17,9 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { createInterface } from 'node:readline';
+import { stringify as toYaml } from 'yaml';
 import { netnsList, runPrefix } from './env.js';
+import { Client } from '../../src/cli/client.js';
 
 const distRoot = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 
@@ -61,7 +63,8 @@ export class Lab {
   readonly dir: string;
   readonly nodes: LabNode[];
   private child: ChildProcess | null = null;
-  private replies: ((line: string) => void)[] = [];
+  /** The running switch's management API. */
+  api!: Client;
   stderr = '';
 
   private constructor(opts: LabOptions) {
@@ -131,48 +134,39 @@ export class Lab {
         });
       }
     }
-    const specPath = join(this.dir, 'spec.json');
-    writeFileSync(specPath, JSON.stringify({ ports }, null, 1));
-    const child = spawn(process.execPath, [join(distRoot, 'src/control/daemon-main.js'), specPath], { stdio: ['pipe', 'pipe', 'pipe'] });
+    const configPath = join(this.dir, 'switch.yaml');
+    writeFileSync(configPath, toYaml({
+      switch: { name: this.prefix, stateDir: this.dir, log: { level: 'info', format: 'json' } },
+      ports,
+    }));
+    this.api = new Client(join(this.dir, `${this.prefix}.sock`));
+    const child = spawn(process.execPath, [join(distRoot, 'src/cli/main.js'), 'run', '--config', configPath], { stdio: ['ignore', 'pipe', 'pipe'] });
     this.child = child;
     child.stderr!.on('data', (d: Buffer) => { this.stderr += d.toString(); });
-    const lines = createInterface({ input: child.stdout! });
-    const ready = new Promise<Record<string, unknown>>((res, rej) => {
-      const timer = setTimeout(() => rej(new Error(`vswitch did not start: ${this.stderr}`)), 20_000);
-      child.once('exit', (code) => rej(new Error(`vswitch exited (${code}) before ready: ${this.stderr}`)));
-      lines.on('line', (line) => {
-        const msg = JSON.parse(line) as Record<string, unknown>;
-        if (msg['event'] === 'ready') {
-          clearTimeout(timer);
-          res(msg);
-          return;
-        }
-        if (msg['event'] !== undefined) return;
-        this.replies.shift()?.(line);
-      });
-    });
-    const r = await ready;
-    if ((r['failed'] as unknown[]).length > 0) throw new Error(`ports failed: ${JSON.stringify(r['failed'])}`);
+    child.stdout!.on('data', (d: Buffer) => { this.stderr += d.toString(); });
+    const exited = new Promise<never>((_, rej) => child.once('exit', (code) => rej(new Error(`vswitch exited (${code}) before it was ready:\n${this.stderr}`))));
+    const deadline = Date.now() + 20_000;
+    for (;;) {
+      try {
+        await Promise.race([this.api.call('GET', '/v1/switch'), exited]);
+        break;
+      } catch (e) {
+        if (child.exitCode !== null || Date.now() > deadline) throw e;
+        await new Promise((r) => setTimeout(r, 100));
+      }
+    }
   }
 
-  /** Send a command to the switch; resolves with its reply. */
-  command<T = Record<string, unknown>>(cmd: Record<string, unknown>): Promise<T> {
-    const child = this.child;
-    if (child === null) return Promise.reject(new Error('switch not running'));
-    return new Promise((res, rej) => {
-      const timer = setTimeout(() => rej(new Error(`no reply to ${JSON.stringify(cmd)}`)), 10_000);
-      this.replies.push((line) => {
-        clearTimeout(timer);
-        const m = JSON.parse(line) as Record<string, unknown>;
-        if (m['ok'] === false) rej(new Error(String(m['error'])));
-        else res(m as T);
-      });
-      child.stdin!.write(`${JSON.stringify(cmd)}\n`);
-    });
-  }
-
+  /** Counters of every port, by name (the API's /v1/stats). */
   async stats(): Promise<Record<string, Record<string, any>>> {
-    return ((await this.command({ cmd: 'stats' })) as { ports: Record<string, Record<string, any>> }).ports;
+    const r = await this.api.call<{ ports: Record<string, any>[] }>('GET', '/v1/stats');
+    return Object.fromEntries(r.ports.map((p) => [p['name'] as string, p]));
+  }
+
+  /** Capability map by port name (the API's /v1/caps). */
+  async caps(): Promise<Record<string, Record<string, any>>> {
+    const r = await this.api.call<{ ports: Record<string, any>[] }>('GET', '/v1/caps');
+    return Object.fromEntries(r.ports.map((p) => [p['name'] as string, p]));
   }
 
   /** Run a command in node `n`'s namespace (host: the root namespace). */
@@ -199,7 +193,7 @@ export class Lab {
     const child = this.child;
     if (child !== null && child.exitCode === null) {
       const exited = new Promise<void>((res) => child.once('exit', () => res()));
-      child.stdin!.end();
+      child.kill('SIGTERM');
       const t = setTimeout(() => child.kill('SIGKILL'), 5000);
       await exited;
       clearTimeout(t);

@@ -1,0 +1,338 @@
+// The management API: HTTP/JSON on a unix socket (mode 0600: root only) and
+// optionally on loopback. Documented in docs/api.md; the `vswitch` CLI is
+// its client. Every reply is JSON except a capture, which streams pcapng.
+//
+// Errors: {"error": "...", "issues"?: [...]} with 400 (bad request / bad
+// config), 404 (no such port), 409 (conflict), 500 (failed on the host).
+
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { chmodSync, existsSync, unlinkSync } from 'node:fs';
+import { buildFrame, type FrameSpec } from '../wire/builder.js';
+import { macToString } from '../wire/bytes.js';
+import { GsoType } from '../packet/meta.js';
+import type { Packet } from '../packet/packet.js';
+import { describeCapabilities } from '../offload/translate/index.js';
+import type { Port } from '../switch/port.js';
+import { DROP_REASONS } from '../switch/counters.js';
+import { PcapngWriter, capturePort } from '../io/pcapng.js';
+import { FdBackend } from '../io/fd-backend.js';
+import { TapBackend } from '../io/tap.js';
+import { AfPacketBackend } from '../io/af-packet.js';
+import { ConfigError, parseConfig, type PortYaml } from './config.js';
+import type { Runtime } from './runtime.js';
+import type { Logger } from './log.js';
+
+export class ApiError extends Error {
+  constructor(readonly status: number, message: string, readonly issues?: unknown) {
+    super(message);
+  }
+}
+
+export interface ApiContext {
+  rt: Runtime;
+  log: Logger;
+  name: string;
+  startedAt: number;
+  /** The YAML-shaped spec of each port as configured (for PATCH). */
+  portYaml: Map<string, PortYaml>;
+  shutdown: () => void;
+  /** Persist what the daemon created (crash recovery) after a change. */
+  saveState: () => void;
+}
+
+type Handler = (ctx: ApiContext, req: IncomingMessage, res: ServerResponse, params: string[], body: unknown) => unknown | Promise<unknown>;
+
+const routes: [string, RegExp, Handler][] = [];
+function route(method: string, pattern: string, h: Handler): void {
+  routes.push([method, new RegExp(`^${pattern.replace(/:(\w+)/g, '([^/]+)')}$`), h]);
+}
+
+function portOf(ctx: ApiContext, name: string): Port {
+  const p = ctx.rt.sw.findPort(name);
+  if (p === undefined) throw new ApiError(404, `no port ${name}`);
+  return p;
+}
+
+function vlanView(p: Port): unknown {
+  return p.vlan;
+}
+
+export function portSummary(ctx: ApiContext, p: Port): Record<string, unknown> {
+  const b = ctx.rt.backendOf(p.name);
+  const y = ctx.portYaml.get(p.name);
+  return {
+    name: p.name,
+    kind: p.kind,
+    device: b instanceof TapBackend || b instanceof AfPacketBackend ? b.ifname : y?.device ?? p.name,
+    up: p.up,
+    mtu: p.mtu,
+    mac: p.mac !== 0 ? macToString(p.mac) : null,
+    vlan: vlanView(p),
+    namespace: y?.guest?.namespace ?? null,
+    passThrough: p.isVnic ? p.passThrough : null,
+    macsLearned: ctx.rt.sw.macs.learnedOn(p.index),
+  };
+}
+
+function statsOf(ctx: ApiContext, p: Port): Record<string, unknown> {
+  const b = ctx.rt.backendOf(p.name);
+  const out: Record<string, unknown> = { name: p.name, kind: p.kind, ...p.counters.snapshot() };
+  if (b instanceof FdBackend) out['io'] = { ...b.stats };
+  if (b instanceof AfPacketBackend) out['kernel'] = { packets: b.kernelPackets, drops: b.kernelDrops };
+  if (p.budget !== undefined) out['budget'] = { ...p.budget, tokensNs: p.tokens, backlog: p.backlog.length };
+  return out;
+}
+
+route('GET', '/v1/switch', (ctx) => ({
+  name: ctx.name,
+  pid: process.pid,
+  uptimeSeconds: Math.round((Date.now() - ctx.startedAt) / 1000),
+  ports: ctx.rt.sw.listPorts().length,
+  pool: { inUse: ctx.rt.pool.inUse, capacity: ctx.rt.pool.capacity, classes: ctx.rt.pool.stats(), simdChecksum: ctx.rt.pool.memory.accelerated },
+  macTable: { entries: ctx.rt.sw.macs.size, capacity: ctx.rt.sw.macs.capacity, agingMs: ctx.rt.sw.macs.agingMs },
+  dropReasons: DROP_REASONS,
+}));
+
+route('GET', '/v1/ports', (ctx) => ({ ports: ctx.rt.sw.listPorts().map((p) => portSummary(ctx, p)) }));
+route('GET', '/v1/ports/([^/]+)', (ctx, _q, _s, [name]) => portSummary(ctx, portOf(ctx, name!)));
+
+route('POST', '/v1/ports', (ctx, _q, res, _p, body) => {
+  const y = body as PortYaml;
+  const spec = checkPort(y);
+  if (ctx.rt.sw.findPort(spec.name) !== undefined) throw new ApiError(409, `port ${spec.name} exists already`);
+  try {
+    ctx.rt.addPort(spec);
+  } catch (e) {
+    throw new ApiError(500, `port ${spec.name} could not be added: ${(e as Error).message}`);
+  }
+  ctx.portYaml.set(spec.name, y);
+  ctx.saveState();
+  ctx.log.info('port added over the API', { port: spec.name });
+  res.statusCode = 201;
+  return portSummary(ctx, portOf(ctx, spec.name));
+});
+
+route('DELETE', '/v1/ports/([^/]+)', (ctx, _q, _s, [name]) => {
+  portOf(ctx, name!);
+  ctx.rt.removePort(name!);
+  ctx.portYaml.delete(name!);
+  ctx.saveState();
+  return { removed: name };
+});
+
+/** Live changes to a port; what needs a new device (kind, device, guest) needs delete + add. */
+route('PATCH', '/v1/ports/([^/]+)', (ctx, _q, _s, [name], body) => {
+  const port = portOf(ctx, name!);
+  const change = (body ?? {}) as Partial<PortYaml> & { up?: boolean };
+  for (const k of ['name', 'kind', 'device', 'guest', 'addresses'] as const) {
+    if (k in change) throw new ApiError(409, `${k} cannot change while the port exists: delete it and add it again`);
+  }
+  const { up, ...rest } = change;
+  const merged = { ...(ctx.portYaml.get(port.name) ?? { name: port.name, kind: port.kind }), ...rest } as PortYaml;
+  const spec = checkPort(merged);
+  if (spec.mtu !== undefined && spec.mtu !== port.mtu) {
+    port.mtu = spec.mtu;
+    ctx.rt.setDeviceMtu(port.name, spec.mtu);
+  }
+  if ('vlan' in rest && spec.vlan !== undefined) port.vlan = spec.vlan;
+  if ('security' in rest) port.security = spec.security;
+  if ('acl' in rest) { port.aclIn = spec.aclIn; port.aclOut = spec.aclOut; }
+  if ('passThrough' in rest) port.passThrough = spec.passThrough ?? true;
+  if ('maxMacs' in rest) port.maxMacs = spec.maxMacs ?? Infinity;
+  if ('budget' in rest) {
+    port.budget = spec.budget;
+    port.tokens = port.burstNs;
+  }
+  if ('offloads' in rest) {
+    port.overrides = spec.offloads ?? {};
+    ctx.rt.sw.readvertise();
+  }
+  if (up !== undefined) ctx.rt.sw.setPortUp(port.name, up);
+  ctx.portYaml.set(port.name, merged);
+  ctx.log.info('port changed over the API', { port: port.name, keys: Object.keys(change) });
+  return portSummary(ctx, port);
+});
+
+function checkPort(y: unknown): ReturnType<typeof parseConfig>['ports'][number] {
+  try {
+    return parseConfig(JSON.stringify({ ports: [y] }), 'request').ports[0]!;
+  } catch (e) {
+    if (e instanceof ConfigError) {
+      throw new ApiError(400, e.issues.map((i) => `${i.path.replace(/^ports\[0\]\.?/, '') || 'port'}: ${i.message}`).join('; '), e.issues);
+    }
+    throw e;
+  }
+}
+
+route('GET', '/v1/caps', (ctx) => ({
+  ports: ctx.rt.sw.listPorts().map((p) => ({
+    name: p.name,
+    kind: p.kind,
+    /** For an external port: what the NIC can do. For a vNIC: what the guest accepts. */
+    device: p.deviceCaps,
+    advertised: p.advertised,
+    views: p.isVnic ? describeCapabilities(p.advertised) : p.kind === 'external' ? describeCapabilities(p.deviceCaps) : null,
+    tunFlags: (() => { const b = ctx.rt.backendOf(p.name); return b instanceof TapBackend ? b.tunFlags : null; })(),
+  })),
+}));
+
+route('GET', '/v1/stats', (ctx) => ({ ports: ctx.rt.sw.listPorts().map((p) => statsOf(ctx, p)), pool: { inUse: ctx.rt.pool.inUse } }));
+route('GET', '/v1/stats/([^/]+)', (ctx, _q, _s, [name]) => statsOf(ctx, portOf(ctx, name!)));
+
+route('GET', '/v1/macs', (ctx) => ({
+  entries: ctx.rt.sw.macs.entries(Date.now()).map((e) => ({
+    vlan: e.vlan, mac: macToString(e.mac), port: ctx.rt.sw.ports[e.port]?.name ?? `#${e.port}`, static: e.isStatic, ageSeconds: Math.round(e.ageMs / 1000),
+  })),
+}));
+
+export interface TraceRequest {
+  in: string;
+  /** The frame as hex. */
+  frame?: string;
+  /** Or a description to build it from (see FrameSpec in src/wire/builder.ts, addresses as text). */
+  packet?: FrameSpec & { srcMac?: string | number; dstMac?: string | number };
+  /** Offload metadata as a guest would set it. */
+  meta?: { gso?: 'tcpv4' | 'tcpv6' | 'udp-l4'; gsoSize?: number; csum?: boolean; csumStart?: number; csumOffset?: number; rxCsumVerified?: boolean };
+}
+
+route('POST', '/v1/trace', (ctx, _q, _s, _p, body) => {
+  const t = body as TraceRequest;
+  if (typeof t?.in !== 'string') throw new ApiError(400, 'trace needs "in": the port the packet arrives on');
+  portOf(ctx, t.in);
+  let frame: Uint8Array;
+  let l4Off = -1;
+  let csumOffset = -1;
+  if (typeof t.frame === 'string') {
+    if (!/^([0-9a-f]{2})+$/i.test(t.frame)) throw new ApiError(400, 'frame must be hex bytes');
+    frame = Buffer.from(t.frame, 'hex');
+  } else if (t.packet !== undefined) {
+    try {
+      const spec = { ...t.packet } as FrameSpec & { srcMac?: string | number; dstMac?: string | number };
+      const mac = (v: string | number | undefined) => (typeof v === 'string' ? parseInt(v.replace(/[:-]/g, ''), 16) : v);
+      const built = buildFrame({ ...spec, srcMac: mac(spec.srcMac), dstMac: mac(spec.dstMac) } as FrameSpec);
+      frame = built.frame;
+      l4Off = built.l4Off;
+      csumOffset = built.csumOffset;
+    } catch (e) {
+      throw new ApiError(400, `packet description: ${(e as Error).message}`);
+    }
+  } else {
+    throw new ApiError(400, 'trace needs "frame" (hex) or "packet" (a description)');
+  }
+  const m = t.meta ?? {};
+  const prepare = (p: Packet) => {
+    const gso = m.gso === 'tcpv4' ? GsoType.TCPV4 : m.gso === 'tcpv6' ? GsoType.TCPV6 : m.gso === 'udp-l4' ? GsoType.UDP_L4 : GsoType.NONE;
+    if (gso !== GsoType.NONE) {
+      p.meta.gsoType = gso;
+      p.meta.gsoSize = m.gsoSize ?? 1448;
+    }
+    if (m.csum === true || gso !== GsoType.NONE) {
+      p.meta.needsCsum = true;
+      p.meta.csumStart = m.csumStart ?? l4Off;
+      p.meta.csumOffset = m.csumOffset ?? csumOffset;
+    }
+    if (m.rxCsumVerified === true) p.meta.rxCsum = 1;
+  };
+  return { frameLength: frame.length, ...ctx.rt.sw.trace(t.in, frame, prepare) };
+});
+
+/** Stream a pcapng capture of a port until the client hangs up, `count` packets or `seconds` passed. */
+route('GET', '/v1/ports/([^/]+)/capture', (ctx, req, res, [name]) => {
+  const port = portOf(ctx, name!);
+  if (port.capture !== null) throw new ApiError(409, `port ${name} is being captured already`);
+  const url = new URL(req.url ?? '/', 'http://x');
+  const count = Number(url.searchParams.get('count') ?? 0);
+  const seconds = Number(url.searchParams.get('seconds') ?? 0);
+  const snaplen = Number(url.searchParams.get('snaplen') ?? 0);
+  res.writeHead(200, { 'content-type': 'application/x-pcapng' });
+  const writer = new PcapngWriter(res, { flushIntervalMs: 200, ...(snaplen > 0 ? { snaplen } : {}) });
+  const stop = capturePort(port, writer);
+  let timer: ReturnType<typeof setTimeout> | null = null;
+  let poll: ReturnType<typeof setInterval> | null = null;
+  const finish = () => {
+    stop();
+    if (timer !== null) clearTimeout(timer);
+    if (poll !== null) clearInterval(poll);
+    void writer.close();
+  };
+  req.on('close', finish);
+  res.on('close', finish);
+  if (seconds > 0) timer = setTimeout(finish, seconds * 1000);
+  if (count > 0) poll = setInterval(() => { if (writer.stats.packets >= count) finish(); }, 50);
+  ctx.log.info('capture started', { port: name });
+  return STREAMING;
+});
+
+route('POST', '/v1/shutdown', (ctx) => {
+  setImmediate(() => ctx.shutdown());
+  return { stopping: true };
+});
+
+const STREAMING = Symbol('streaming');
+
+async function readBody(req: IncomingMessage): Promise<unknown> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const c of req) {
+    size += (c as Buffer).length;
+    if (size > 1 << 20) throw new ApiError(413, 'request body over 1 MiB');
+    chunks.push(c as Buffer);
+  }
+  if (size === 0) return undefined;
+  try {
+    return JSON.parse(Buffer.concat(chunks).toString('utf8')) as unknown;
+  } catch {
+    throw new ApiError(400, 'request body is not JSON');
+  }
+}
+
+function send(res: ServerResponse, status: number, obj: unknown): void {
+  if (res.headersSent) return;
+  const body = `${JSON.stringify(obj, null, 1)}\n`;
+  res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) });
+  res.end(body);
+}
+
+export function handler(ctx: ApiContext) {
+  return async (req: IncomingMessage, res: ServerResponse): Promise<void> => {
+    const url = new URL(req.url ?? '/', 'http://x');
+    const path = url.pathname.replace(/\/+$/, '') || '/';
+    try {
+      const body = req.method === 'GET' || req.method === 'DELETE' ? undefined : await readBody(req);
+      let methodOk = false;
+      for (const [method, re, h] of routes) {
+        const m = re.exec(path);
+        if (m === null) continue;
+        if (method !== req.method) { methodOk = true; continue; }
+        const out = await h(ctx, req, res, m.slice(1).map(decodeURIComponent), body);
+        if (out !== STREAMING) send(res, res.statusCode === 201 ? 201 : 200, out);
+        return;
+      }
+      throw new ApiError(methodOk ? 405 : 404, methodOk ? `${req.method} not allowed on ${path}` : `no such endpoint ${path}`);
+    } catch (e) {
+      if (e instanceof ApiError) send(res, e.status, { error: e.message, ...(e.issues !== undefined ? { issues: e.issues } : {}) });
+      else {
+        ctx.log.error('API request failed', { path, error: String((e as Error).stack ?? e) });
+        send(res, 500, { error: (e as Error).message });
+      }
+    }
+  };
+}
+
+/** Listen on the unix socket (replacing a stale one) and optionally on loopback. */
+export async function listen(ctx: ApiContext, socket: string, loopback: string | null): Promise<Server[]> {
+  const servers: Server[] = [];
+  const h = handler(ctx);
+  if (existsSync(socket)) unlinkSync(socket);
+  const s = createServer((q, r) => void h(q, r));
+  await new Promise<void>((res, rej) => { s.once('error', rej); s.listen(socket, () => res()); });
+  chmodSync(socket, 0o600);
+  servers.push(s);
+  if (loopback !== null) {
+    const [host, port] = [loopback.slice(0, loopback.lastIndexOf(':')).replace(/^\[|\]$/g, ''), Number(loopback.slice(loopback.lastIndexOf(':') + 1))];
+    const t = createServer((q, r) => void h(q, r));
+    await new Promise<void>((res, rej) => { t.once('error', rej); t.listen(port, host, () => res()); });
+    servers.push(t);
+  }
+  return servers;
+}
