@@ -2,18 +2,39 @@
 # Sourced, not run. Needs bash.
 
 # ensure_tools CMD:PACKAGE ... — apt-get install the packages whose command is missing.
+# CMD may be a command name, a path, or a path glob (e.g. /boot/vmlinuz-*-amd64 for a kernel package).
 ensure_tools() {
   local missing=() pair cmd pkg
   for pair in "$@"; do
     cmd=${pair%%:*}
     pkg=${pair#*:}
-    if ! command -v "$cmd" >/dev/null 2>&1 && [ ! -x "$cmd" ]; then
+    if [[ "$cmd" == *'*'* ]]; then
+      compgen -G "$cmd" >/dev/null || missing+=("$pkg")
+    elif ! command -v "$cmd" >/dev/null 2>&1 && [ ! -x "$cmd" ]; then
       missing+=("$pkg")
     fi
   done
   [ ${#missing[@]} -eq 0 ] && return 0
   if [ "$(id -u)" -ne 0 ]; then
     echo "vswitch: missing system packages: ${missing[*]} (run as root to install them, or: sudo apt-get install ${missing[*]})" >&2
+    return 0
+  fi
+  echo "vswitch: installing ${missing[*]} ..." >&2
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq >/dev/null
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+# ensure_packages PKG ... — apt-get install the Debian packages that are not installed
+# (for packages without a command to look for, e.g. a kernel image or busybox-static).
+ensure_packages() {
+  local missing=() pkg
+  for pkg in "$@"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "vswitch: missing system packages: ${missing[*]} (run as root to install them)" >&2
     return 0
   fi
   echo "vswitch: installing ${missing[*]} ..." >&2

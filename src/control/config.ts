@@ -153,6 +153,23 @@ export const CONFIG_SCHEMA = {
             properties: { in: acl, out: acl },
           },
           maxMacs: { type: 'integer', minimum: 1 },
+          maxSa: { type: 'integer', minimum: 0, maximum: 65536 },
+          qemu: {
+            type: 'object',
+            additionalProperties: false,
+            required: ['socket'],
+            properties: { socket: { type: 'string', minLength: 1 }, mode: { enum: ['listen', 'connect'] } },
+          },
+          ipsec: {
+            type: 'object',
+            additionalProperties: false,
+            properties: {
+              enabled: { type: 'boolean' },
+              algorithms: { type: 'array', minItems: 1, items: { enum: ['aes-gcm-128', 'aes-gcm-256'] } },
+              maxSa: { type: 'integer', minimum: 1, maximum: 65536 },
+              modes: { type: 'array', minItems: 1, items: { enum: ['transport', 'tunnel'] } },
+            },
+          },
         },
       },
     },
@@ -186,6 +203,12 @@ export interface PortYaml {
   security?: { allowedMacs?: string[]; allowedIps?: string[] };
   acl?: { in?: AclYaml; out?: AclYaml };
   maxMacs?: number;
+  /** vNICs: how many SAs the guest may offload. */
+  maxSa?: number;
+  /** Legacy ports: a QEMU VM's -netdev stream socket instead of a TAP. */
+  qemu?: { socket: string; mode?: 'listen' | 'connect' };
+  /** External ports: vswitch's ESP engine acts as this uplink's IPsec offload. */
+  ipsec?: { enabled?: boolean; algorithms?: ('aes-gcm-128' | 'aes-gcm-256')[]; maxSa?: number; modes?: ('transport' | 'tunnel')[] };
 }
 
 export interface SwitchYaml {
@@ -448,6 +471,28 @@ function convertPort(p: PortYaml, i: number, L: Located): PortSpec {
   if (p.kind === 'legacy' && (p.passThrough === true || p.offloads !== undefined)) {
     L.add([...at, p.offloads !== undefined ? 'offloads' : 'passThrough'], 'a legacy port never gets offloads');
   }
+  if (p.maxSa !== undefined) {
+    if (!(p.kind === 'synthetic' || p.kind === 'host')) L.add([...at, 'maxSa'], 'only host and synthetic vNICs offload SAs');
+    spec.maxSa = p.maxSa;
+  }
+  if (p.qemu !== undefined) {
+    if (p.kind !== 'legacy') L.add([...at, 'qemu'], 'only a legacy port connects to a QEMU socket (an emulated NIC)');
+    if (p.guest !== undefined) L.add([...at, 'guest'], 'a QEMU port has no guest namespace: the VM is the guest');
+    spec.qemu = { socket: p.qemu.socket, ...(p.qemu.mode !== undefined ? { mode: p.qemu.mode } : {}) };
+  }
+  if (p.ipsec !== undefined) {
+    if (p.kind !== 'external') L.add([...at, 'ipsec'], 'only an external port has an IPsec engine (vNICs: offloads.ipsec and maxSa)');
+    const modes = p.ipsec.modes ?? ['transport', 'tunnel'];
+    spec.ipsecEngine = {
+      enabled: p.ipsec.enabled ?? true,
+      algorithms: [...new Set(p.ipsec.algorithms ?? ['aes-gcm-128', 'aes-gcm-256'] as const)],
+      maxSa: p.ipsec.maxSa ?? 64,
+      transport: modes.includes('transport'),
+      tunnel: modes.includes('tunnel'),
+      v4: true,
+      v6: true,
+    };
+  }
   if (p.kind === 'external' && p.device === undefined && p.name.length > 15) {
     L.add([...at, 'name'], 'an external port needs device: (the NIC to bind) when its name is not the device name');
   }
@@ -460,7 +505,8 @@ export function parseConfig(text: string, file = '<config>'): LoadedConfig {
   const doc = parseDocument(text, { lineCounter: lines, prettyErrors: false, uniqueKeys: true });
   const L = new Located(file, doc, lines);
   for (const e of doc.errors) {
-    const pos = e.linePos?.[0] ?? { line: 1, col: 1 };
+    // linePos is only filled in with prettyErrors; the offset always is.
+    const pos = lines.linePos(e.pos[0]);
     L.issues.push({ file, line: pos.line, col: pos.col, path: '', message: `YAML: ${e.message.split('\n')[0]}` });
   }
   if (L.issues.length > 0) throw new ConfigError(L.issues);

@@ -12,7 +12,8 @@ import type { Port, PortConfig, PortKind, PortBackend } from '../switch/port.js'
 import { macToString } from '../wire/bytes.js';
 import { TapBackend } from '../io/tap.js';
 import { AfPacketBackend } from '../io/af-packet.js';
-import type { FdBackend } from '../io/fd-backend.js';
+import { QemuSocketBackend } from '../io/qemu.js';
+import type { IpsecOffload } from '../offload/capabilities.js';
 
 export interface GuestSpec {
   /** Network namespace the guest side of the TAP goes into ("the VM"). */
@@ -36,6 +37,10 @@ export interface PortSpec extends Omit<PortConfig, 'kind'> {
   guest?: GuestSpec;
   /** host ports: addresses for the host's TAP in the root namespace. */
   addresses?: string[];
+  /** external ports: vswitch's ESP engine is this uplink's IPsec offload (see AfPacketOptions.espEngine). */
+  ipsecEngine?: IpsecOffload;
+  /** legacy ports: a QEMU VM's `-netdev stream` socket instead of a TAP. */
+  qemu?: { socket: string; mode?: 'listen' | 'connect' };
 }
 
 export interface RuntimeOptions {
@@ -60,6 +65,13 @@ export function sh(cmd: string, args: string[]): string {
   if (r.error) throw new CommandError(`${cmd} ${args.join(' ')}: ${r.error.message}`);
   if (r.status !== 0) throw new CommandError(`${cmd} ${args.join(' ')}: ${(r.stderr || r.stdout).trim()}`);
   return r.stdout;
+}
+
+/** What the runtime needs of a backend beyond PortBackend. */
+interface AttachableBackend extends PortBackend {
+  attach(sw: Switch, port: Port): void;
+  close(): void;
+  onFatal: ((why: never) => void) | null;
 }
 
 interface Attached {
@@ -102,12 +114,14 @@ export class Runtime {
     if (this.attached.has(spec.name)) throw new Error(`port ${spec.name} exists already`);
     const device = spec.device ?? spec.name;
     if (device.length > 15) throw new Error(`port ${spec.name}: device name ${device} is longer than 15 characters`);
-    let backend: FdBackend | null = null;
+    let backend: AttachableBackend | null = null;
     let created: string | undefined;
     try {
-      if (spec.kind === 'external') {
+      if (spec.kind === 'legacy' && spec.qemu !== undefined) {
+        backend = new QemuSocketBackend({ address: { path: spec.qemu.socket }, mode: spec.qemu.mode ?? 'listen' });
+      } else if (spec.kind === 'external') {
         sh('ip', ['link', 'set', 'dev', device, 'up']);
-        backend = AfPacketBackend.open({ ifname: device, pool: this.pool });
+        backend = AfPacketBackend.open({ ifname: device, pool: this.pool, ...(spec.ipsecEngine ? { espEngine: spec.ipsecEngine } : {}) });
       } else {
         const tap = TapBackend.open({ ifname: device, vnetHdr: spec.kind !== 'legacy', pool: this.pool });
         backend = tap;
@@ -129,10 +143,10 @@ export class Runtime {
           for (const a of g.addresses ?? []) inNs('addr', 'add', a, 'dev', tap.ifname, ...(a.includes(':') ? ['nodad'] : []));
         }
       }
-      const { device: _d, guest: _g, addresses: _a, ...cfg } = spec;
+      const { device: _d, guest: _g, addresses: _a, ipsecEngine: _i, qemu: _q, ...cfg } = spec;
       const port = this.sw.addPort(cfg, backend);
-      backend.onFatal = (errno) => {
-        this.log('error', 'port endpoint failed; port set down', { port: spec.name, errno });
+      backend.onFatal = (why: unknown) => {
+        this.log('error', 'port endpoint failed; port set down', { port: spec.name, error: String(why) });
         if (this.sw.findPort(spec.name) !== undefined) this.sw.setPortUp(spec.name, false);
       };
       backend.attach(this.sw, port);

@@ -8,7 +8,7 @@
 
 import type { BufferPool } from '../packet/pool.js';
 import { VNET_HDR_MRG_LEN } from '../packet/vnet.js';
-import { capabilitiesEqual, type OffloadCapabilities } from '../offload/capabilities.js';
+import { capabilitiesEqual, normalizeCapabilities, type IpsecOffload, type OffloadCapabilities } from '../offload/capabilities.js';
 import { capabilitiesFromEthtool, type EthtoolHints } from '../offload/translate/linux.js';
 import type { Port } from '../switch/port.js';
 import type { Switch } from '../switch/switch.js';
@@ -24,12 +24,19 @@ export interface AfPacketOptions {
   watchMs?: number;
   hints?: EthtoolHints;
   batch?: number;
+  /**
+   * vswitch's own ESP engine acts as this port's IPsec offload (Linux has no
+   * NIC to do it for a veth or most NICs): its capability as the port reports it.
+   * `enabled` can be switched at run time (setEspEngine) to withdraw it.
+   */
+  espEngine?: IpsecOffload;
 }
 
 export class AfPacketBackend extends FdBackend {
   capabilities: OffloadCapabilities;
   readonly ifname: string;
   private readonly hints: EthtoolHints;
+  private espEngine: IpsecOffload | null;
   private watch: ReturnType<typeof setInterval> | null = null;
   private readonly watchMs: number;
   /** Frames the kernel dropped before we could read them (PACKET_STATISTICS). */
@@ -43,6 +50,7 @@ export class AfPacketBackend extends FdBackend {
     });
     this.ifname = o.ifname;
     this.hints = o.hints ?? {};
+    this.espEngine = o.espEngine ?? null;
     this.watchMs = o.watchMs ?? 250;
     this.capabilities = this.readCapabilities();
   }
@@ -62,7 +70,18 @@ export class AfPacketBackend extends FdBackend {
   readCapabilities(): OffloadCapabilities {
     const features: Record<string, boolean> = {};
     for (const [name, active] of this.shim.ethtoolFeatures(this.ifname)) features[name] = active;
-    return capabilitiesFromEthtool(features, this.hints);
+    const caps = capabilitiesFromEthtool(features, this.hints);
+    if (this.espEngine !== null && this.espEngine.enabled) caps.ipsec = { ...this.espEngine, algorithms: [...this.espEngine.algorithms] };
+    return normalizeCapabilities(caps);
+  }
+
+  /** The ESP engine's capability (null: none); takes effect at the next feature watch. */
+  setEspEngine(engine: IpsecOffload | null): void {
+    this.espEngine = engine;
+  }
+
+  get espEngineConfig(): IpsecOffload | null {
+    return this.espEngine;
   }
 
   override attach(sw: Switch, port: Port): void {

@@ -59,6 +59,8 @@ export interface PortConfig {
   budget?: OffloadBudget;
   /** Most MACs the port may have learned at once (default unlimited). */
   maxMacs?: number;
+  /** vNICs: most IPsec SAs the guest may offload at once (default 32). */
+  maxSa?: number;
 }
 
 /** Packets on their way out of a port, with the 802.1Q TCI to insert for each (-1: none). */
@@ -112,6 +114,7 @@ export class Port {
   overrides: OffloadOverrides;
   budget: OffloadBudget | undefined;
   maxMacs: number;
+  maxSa: number;
   up = true;
   /** Capture (pcapng) of what the port receives and sends; null when off. */
   capture: CaptureHook | null = null;
@@ -144,6 +147,7 @@ export class Port {
     this.overrides = cfg.offloads ?? {};
     this.budget = cfg.budget;
     this.maxMacs = cfg.maxMacs ?? Infinity;
+    this.maxSa = cfg.maxSa ?? 32;
     this.out = new OutputQueue(batchSize);
     this.deviceCaps = backend.capabilities;
     if (this.budget !== undefined) this.tokens = this.burstNs;

@@ -6,7 +6,7 @@ import { existsSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-export const TapFlag = { VNET_HDR: 1, MULTI_QUEUE: 2 } as const;
+export const TapFlag = { VNET_HDR: 1, MULTI_QUEUE: 2, TUN: 4 } as const;
 export const PacketFlag = { IGNORE_OUTGOING: 1, AUXDATA: 2 } as const;
 export const PollEvent = { READABLE: 1, WRITABLE: 2 } as const;
 export const IoMode = { FD: 0, PACKET: 1 } as const;
@@ -21,6 +21,8 @@ export interface NativeShim {
   ethtoolFeatures(ifname: string): [name: string, active: boolean, fixed: boolean][];
   ifIndex(name: string): number;
   close(fd: number): number;
+  rawOpen(family: 4 | 6, protocol: number, device: string): number;
+  sendTo(fd: number, buf: Uint8Array, off: number, len: number, address: string): number;
   readBatch(fd: number, mem: Uint8Array, offs: Int32Array, caps: Int32Array, lens: Int32Array, tcis: Int32Array, max: number, mode: number): number;
   writeBatch(fd: number, mem: Uint8Array, hdrOffs: Int32Array, hdrLen: number, offs: Int32Array, lens: Int32Array, tcis: Int32Array, count: number, mode: number): number;
   pollStart(fd: number, events: number, cb: (status: number, events: number) => void): PollHandle;

@@ -2,7 +2,9 @@
 // All packet logic stays in TypeScript; this file only moves bytes between
 // file descriptors and the packet memory that JavaScript owns.
 //
-//   tapOpen(name, flags, vnetHdrSize)      TUNSETIFF (+ IFF_VNET_HDR, IFF_MULTI_QUEUE), TUNSETVNETHDRSZ
+//   tapOpen(name, flags, vnetHdrSize)      TUNSETIFF (+ IFF_VNET_HDR, IFF_MULTI_QUEUE; flag 4: an L3 TUN), TUNSETVNETHDRSZ
+//   rawOpen(family, protocol, device)      SOCK_RAW for one IP protocol (e.g. ESP), optionally bound to a device
+//   sendTo(fd, buf, off, len, address)     one datagram to an IPv4/IPv6 address (raw sockets)
 //   tapSetOffload(fd, tunFlags)            TUNSETOFFLOAD (flags by value)
 //   packetOpen(ifname, vnetHdrSize, rcvbuf, flags)
 //                                          AF_PACKET SOCK_RAW + PACKET_VNET_HDR(_SZ), SO_RCVBUFFORCE,
@@ -103,7 +105,7 @@ static napi_value num(napi_env env, double x) {
 
 // --- set-up calls -------------------------------------------------------------
 
-// tapOpen(name, flags: 1 vnet header | 2 multi-queue, vnetHdrSize) -> [fd, name]
+// tapOpen(name, flags: 1 vnet header | 2 multi-queue | 4 TUN (L3) instead of TAP, vnetHdrSize) -> [fd, name]
 static napi_value tap_open(napi_env env, napi_callback_info info) {
   ARGS(3);
   char name[IFNAMSIZ] = {0};
@@ -114,7 +116,7 @@ static napi_value tap_open(napi_env env, napi_callback_info info) {
   if (fd < 0) return throw_errno(env, "tapOpen: open /dev/net/tun", errno);
   struct ifreq ifr;
   memset(&ifr, 0, sizeof ifr);
-  ifr.ifr_flags = IFF_TAP | IFF_NO_PI;
+  ifr.ifr_flags = ((flags & 4) ? IFF_TUN : IFF_TAP) | IFF_NO_PI;
   if (flags & 1) ifr.ifr_flags |= IFF_VNET_HDR;
   if (flags & 2) ifr.ifr_flags |= IFF_MULTI_QUEUE;
   memcpy(ifr.ifr_name, name, strnlen(name, IFNAMSIZ - 1));
@@ -270,6 +272,53 @@ static napi_value ethtool_features(napi_env env, napi_callback_info info) {
   free(strs);
   free(feats);
   return arr;
+}
+
+// rawOpen(family 4|6, protocol, device or "") -> fd (O_NONBLOCK). The kernel writes the IP header on send.
+static napi_value raw_open(napi_env env, napi_callback_info info) {
+  ARGS(3);
+  int family = arg_i32(env, argv[0]) == 6 ? AF_INET6 : AF_INET;
+  int proto = arg_i32(env, argv[1]);
+  char dev[IFNAMSIZ] = {0};
+  arg_str(env, argv[2], dev, sizeof dev);
+  int fd = socket(family, SOCK_RAW | SOCK_NONBLOCK | SOCK_CLOEXEC, proto);
+  if (fd < 0) return throw_errno(env, "rawOpen: socket(SOCK_RAW)", errno);
+  if (dev[0] != 0 && setsockopt(fd, SOL_SOCKET, SO_BINDTODEVICE, dev, (socklen_t)strnlen(dev, IFNAMSIZ)) < 0) {
+    int e = errno;
+    close(fd);
+    return throw_errno(env, "rawOpen: SO_BINDTODEVICE", e);
+  }
+  return num(env, fd);
+}
+
+// sendTo(fd, buf, off, len, address) -> bytes sent or -errno
+static napi_value send_to(napi_env env, napi_callback_info info) {
+  ARGS(5);
+  int fd = arg_i32(env, argv[0]);
+  size_t blen = 0;
+  uint8_t* buf = arg_ta(env, argv[1], &blen);
+  int32_t off = arg_i32(env, argv[2]);
+  int32_t len = arg_i32(env, argv[3]);
+  char addr[64] = {0};
+  arg_str(env, argv[4], addr, sizeof addr);
+  if (!buf || off < 0 || len < 0 || (size_t)off + (size_t)len > blen) { napi_throw_range_error(env, NULL, "sendTo: range outside the buffer"); return NULL; }
+  struct sockaddr_storage ss;
+  memset(&ss, 0, sizeof ss);
+  socklen_t sl;
+  if (strchr(addr, ':') != NULL) {
+    struct sockaddr_in6* a = (struct sockaddr_in6*)&ss;
+    a->sin6_family = AF_INET6;
+    if (inet_pton(AF_INET6, addr, &a->sin6_addr) != 1) return throw_errno(env, "sendTo: bad IPv6 address", EINVAL);
+    sl = sizeof *a;
+  } else {
+    struct sockaddr_in* a = (struct sockaddr_in*)&ss;
+    a->sin_family = AF_INET;
+    if (inet_pton(AF_INET, addr, &a->sin_addr) != 1) return throw_errno(env, "sendTo: bad IPv4 address", EINVAL);
+    sl = sizeof *a;
+  }
+  ssize_t r;
+  do { r = sendto(fd, buf + off, (size_t)len, MSG_DONTWAIT, (struct sockaddr*)&ss, sl); } while (r < 0 && errno == EINTR);
+  return num(env, r < 0 ? -errno : (double)r);
 }
 
 static napi_value close_fd(napi_env env, napi_callback_info info) {
@@ -534,6 +583,8 @@ NAPI_MODULE_INIT() {
   EXPORT("ethtoolFeatures", ethtool_features);
   EXPORT("ifIndex", if_index_js);
   EXPORT("close", close_fd);
+  EXPORT("rawOpen", raw_open);
+  EXPORT("sendTo", send_to);
   EXPORT("readBatch", read_batch);
   EXPORT("writeBatch", write_batch);
   EXPORT("pollStart", poll_start);
