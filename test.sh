@@ -9,6 +9,8 @@ cd "$(dirname "$0")"
 ensure_tools ip:iproute2 ethtool:ethtool /usr/bin/python3:python3 ping:iputils-ping iperf3:iperf3 make:make gcc:gcc tshark:tshark capinfos:wireshark-common
 # The tiny QEMU VM of the legacy-NIC and IPsec tests: Debian's kernel and a static busybox.
 ensure_packages qemu-system-x86 linux-image-amd64 busybox-static
+# Independent IPsec peers for the interop tests (scapy with its crypto backend).
+ensure_packages python3-scapy python3-cryptography
 ensure_node_deps
 build
 exec node --test $(find dist/test -name "*.test.js" | sort)

@@ -23,7 +23,9 @@ export class Client {
         headers: payload === undefined ? {} : { 'content-type': 'application/json', 'content-length': Buffer.byteLength(payload) },
       }, resolve);
       req.on('error', (e: NodeJS.ErrnoException) => {
-        if (e.code === 'ENOENT' || e.code === 'ECONNREFUSED' || e.code === 'EACCES') {
+        if (e.code === 'EACCES') {
+          reject(new UnreachableError(`permission denied on ${this.socket}: the management socket is root's (run as root)`));
+        } else if (e.code === 'ENOENT' || e.code === 'ECONNREFUSED') {
           reject(new UnreachableError(`cannot reach vswitch at ${this.socket} (${e.code}): is it running? start it with \`vswitch run --config FILE\`, or point --socket at it`));
         } else reject(e);
       });

@@ -130,3 +130,17 @@ export function formatTrace(r: Record<string, unknown>): string {
   lines.push(`  outcome: ${String(r['outcome'])}`);
   return `${lines.join('\n')}\n`;
 }
+
+export function formatSas(sas: Record<string, any>[], rejected: Record<string, any>[]): string {
+  let text = table(['PORT', 'DIR', 'SPI', 'MODE', 'ALGORITHM', 'SRC', 'DST', 'STATE', 'UPLINK', 'PACKETS', 'BYTES', 'CPU', 'AUTH FAIL', 'REPLAY', 'HELD BACK'],
+    sas.map((s) => [
+      s['port'], s['direction'], `0x${Number(s['spi']).toString(16)}`, s['mode'], s['algorithm'], s['src'], s['dst'],
+      s['state'] + (s['uploadReason'] ? ` (${s['uploadReason']})` : ''), s['uplink'] ?? '-',
+      s['counters'].packets, s['counters'].bytes, `${(s['counters'].cpuNs / 1e6).toFixed(1)}ms`,
+      s['counters'].authFailures, s['counters'].replays, s['counters'].droppedWhileUploading,
+    ]));
+  if (rejected.length > 0) {
+    text += `\nrejected:\n${table(['PORT', 'DIR', 'SPI', 'REASON', 'DETAIL', 'AT'], rejected.map((r) => [r['port'], r['direction'], `0x${Number(r['spi']).toString(16)}`, r['reason'], r['detail'], r['at']]))}`;
+  }
+  return text;
+}

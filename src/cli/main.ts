@@ -12,7 +12,7 @@ import { parse as parseYaml } from 'yaml';
 import { ApiFailure, Client, DEFAULT_SOCKET, UnreachableError } from './client.js';
 import { ConfigError, loadConfig } from '../control/config.js';
 import { readCapture, CaptureFileError } from '../io/pcap-read.js';
-import { formatCaps, formatMacs, formatPorts, formatStats, formatTrace, type StatsSnapshot } from './format.js';
+import { formatCaps, formatMacs, formatPorts, formatSas, formatStats, formatTrace, type StatsSnapshot } from './format.js';
 
 const VERSION = '0.1.0';
 
@@ -29,7 +29,10 @@ inspect (talk to a running switch; --socket PATH or $VSWITCH_SOCKET, default ${D
   caps [PORT]                  capability map: what each uplink can do, what each vNIC was advertised
                                (Linux TUN/ethtool, virtio and NDIS views with --json)
   stats [PORT] [--watch [S]]   counters, drops by reason, hardware/software/pass-through offloads, charges
+                               (--watch: rates every S seconds, default 1, until Ctrl-C)
   macs                         the MAC table
+  sa [PORT]                    IPsec SAs offloaded per port, their state (offloaded/uploading/uploaded),
+                               counters, and recent rejections with their reasons
   trace --in PORT (--frame HEX | --pcap FILE [--index N] | packet options)
                                what the pipeline does with a packet, stage by stage and per destination
         packet options: --proto tcp|udp|icmp --src IP[:PORT] --dst IP[:PORT] [--len N] [--src-mac MAC]
@@ -42,6 +45,9 @@ change
   port del NAME
   port set NAME KEY=VALUE...   mtu=9000 up=false passThrough=false vlan=10 offloads.lso=false maxMacs=8
   stop                         shut the daemon down
+
+demo
+  demo [--quick] [--memory]    the README's demo: a small data centre in namespaces (in memory without root)
 
 common options: --json (machine-readable output), --socket PATH, -h/--help, --version
 `;
@@ -100,6 +106,17 @@ function packetFromOptions(v: Record<string, string | boolean | undefined>): { p
 }
 
 async function main(argv: string[]): Promise<number> {
+  if (argv[0] === 'demo') {
+    // The demo has options of its own (--quick, --memory, ...); it reads them from process.argv.
+    process.argv = [process.argv[0]!, process.argv[1]!, ...argv.slice(1)];
+    await import('./demo.js');
+    return typeof process.exitCode === 'number' ? process.exitCode : 0;
+  }
+  if (argv[0] === 'stats' && argv.includes('--watch')) {
+    // `stats [PORT] --watch [S]`: a number right after --watch is the interval.
+    const i = argv.indexOf('--watch');
+    if (/^\d+(\.\d+)?$/.test(argv[i + 1] ?? '')) argv = [...argv.slice(0, i + 1), '--interval', ...argv.slice(i + 1)];
+  }
   const { values, positionals } = parseArgs({
     args: argv,
     allowPositionals: true,
@@ -123,6 +140,9 @@ async function main(argv: string[]): Promise<number> {
   switch (cmd) {
     case 'run': {
       if (values.config === undefined) throw new UsageError('run needs --config FILE');
+      if (typeof process.getuid === 'function' && process.getuid() !== 0) {
+        throw new ApiFailure(1, 'vswitch run needs root (CAP_NET_ADMIN for TAP devices, packet sockets and namespaces); without root, `vswitch demo` shows the switch on its in-memory backend');
+      }
       const { startDaemon } = await import('../control/daemon.js');
       const d = await startDaemon(values.config);
       const stop = () => void d.stop();
@@ -175,6 +195,13 @@ async function main(argv: string[]): Promise<number> {
         prev = now;
         prevAt = Date.now();
       }
+    }
+    case 'sa': {
+      const r = await client(values.socket).call<{ enabled: boolean; sas: Record<string, any>[]; rejected: Record<string, any>[] }>('GET', '/v1/sas');
+      const sas = args[0] !== undefined ? r.sas.filter((x) => x['port'] === args[0]) : r.sas;
+      const rejected = args[0] !== undefined ? r.rejected.filter((x) => x['port'] === args[0]) : r.rejected;
+      out(json, { enabled: r.enabled, sas, rejected }, () => formatSas(sas, rejected));
+      return 0;
     }
     case 'macs': {
       const r = await client(values.socket).call<{ entries: Record<string, unknown>[] }>('GET', '/v1/macs');
@@ -246,11 +273,6 @@ async function main(argv: string[]): Promise<number> {
       await client(values.socket).call('POST', '/v1/shutdown');
       out(json, { stopping: true }, () => 'vswitch is shutting down\n');
       return 0;
-    }
-    case 'demo': {
-      // The demo module runs when imported; it reads --quick from the command line.
-      await import('./demo.js');
-      return typeof process.exitCode === 'number' ? process.exitCode : 0;
     }
     default:
       throw new UsageError(`unknown command "${cmd}" (vswitch --help lists them)`);

@@ -21,6 +21,7 @@ import { AfPacketBackend } from '../io/af-packet.js';
 import { ConfigError, parseConfig, type PortYaml } from './config.js';
 import type { Runtime } from './runtime.js';
 import type { Logger } from './log.js';
+import type { GuestApi } from './guest-api.js';
 
 export class ApiError extends Error {
   constructor(readonly status: number, message: string, readonly issues?: unknown) {
@@ -38,6 +39,8 @@ export interface ApiContext {
   shutdown: () => void;
   /** Persist what the daemon created (crash recovery) after a change. */
   saveState: () => void;
+  /** Per-port guest sockets (IPsec SA offload for the VMs' agents). */
+  guest: GuestApi;
 }
 
 type Handler = (ctx: ApiContext, req: IncomingMessage, res: ServerResponse, params: string[], body: unknown) => unknown | Promise<unknown>;
@@ -71,6 +74,7 @@ export function portSummary(ctx: ApiContext, p: Port): Record<string, unknown> {
     namespace: y?.guest?.namespace ?? null,
     passThrough: p.isVnic ? p.passThrough : null,
     macsLearned: ctx.rt.sw.macs.learnedOn(p.index),
+    guestApi: ctx.guest.endpoint(p.name) ?? null,
   };
 }
 
@@ -96,7 +100,7 @@ route('GET', '/v1/switch', (ctx) => ({
 route('GET', '/v1/ports', (ctx) => ({ ports: ctx.rt.sw.listPorts().map((p) => portSummary(ctx, p)) }));
 route('GET', '/v1/ports/([^/]+)', (ctx, _q, _s, [name]) => portSummary(ctx, portOf(ctx, name!)));
 
-route('POST', '/v1/ports', (ctx, _q, res, _p, body) => {
+route('POST', '/v1/ports', async (ctx, _q, res, _p, body) => {
   const y = body as PortYaml;
   const spec = checkPort(y);
   if (ctx.rt.sw.findPort(spec.name) !== undefined) throw new ApiError(409, `port ${spec.name} exists already`);
@@ -107,6 +111,7 @@ route('POST', '/v1/ports', (ctx, _q, res, _p, body) => {
   }
   ctx.portYaml.set(spec.name, y);
   ctx.saveState();
+  await ctx.guest.open(portOf(ctx, spec.name));
   ctx.log.info('port added over the API', { port: spec.name });
   res.statusCode = 201;
   return portSummary(ctx, portOf(ctx, spec.name));
@@ -114,6 +119,7 @@ route('POST', '/v1/ports', (ctx, _q, res, _p, body) => {
 
 route('DELETE', '/v1/ports/([^/]+)', (ctx, _q, _s, [name]) => {
   portOf(ctx, name!);
+  ctx.guest.close(name!);
   ctx.rt.removePort(name!);
   ctx.portYaml.delete(name!);
   ctx.saveState();
@@ -124,7 +130,7 @@ route('DELETE', '/v1/ports/([^/]+)', (ctx, _q, _s, [name]) => {
 route('PATCH', '/v1/ports/([^/]+)', (ctx, _q, _s, [name], body) => {
   const port = portOf(ctx, name!);
   const change = (body ?? {}) as Partial<PortYaml> & { up?: boolean };
-  for (const k of ['name', 'kind', 'device', 'guest', 'addresses'] as const) {
+  for (const k of ['name', 'kind', 'device', 'guest', 'addresses', 'qemu', 'staticMacs'] as const) {
     if (k in change) throw new ApiError(409, `${k} cannot change while the port exists: delete it and add it again`);
   }
   const { up, ...rest } = change;
@@ -139,6 +145,8 @@ route('PATCH', '/v1/ports/([^/]+)', (ctx, _q, _s, [name], body) => {
   if ('acl' in rest) { port.aclIn = spec.aclIn; port.aclOut = spec.aclOut; }
   if ('passThrough' in rest) port.passThrough = spec.passThrough ?? true;
   if ('maxMacs' in rest) port.maxMacs = spec.maxMacs ?? Infinity;
+  if ('maxSa' in rest) port.maxSa = spec.maxSa ?? 32;
+  if ('mac' in rest) port.mac = spec.mac ?? 0;
   if ('budget' in rest) {
     port.budget = spec.budget;
     port.tokens = port.burstNs;
@@ -146,6 +154,14 @@ route('PATCH', '/v1/ports/([^/]+)', (ctx, _q, _s, [name], body) => {
   if ('offloads' in rest) {
     port.overrides = spec.offloads ?? {};
     ctx.rt.sw.readvertise();
+  }
+  if ('ipsec' in rest && port.kind === 'external') {
+    const b = ctx.rt.backendOf(port.name);
+    if (b instanceof AfPacketBackend) {
+      b.setEspEngine(spec.ipsecEngine ?? null);
+      b.capabilities = b.readCapabilities();
+      ctx.rt.sw.updateCapabilities(port.name, b.capabilities);
+    }
   }
   if (up !== undefined) ctx.rt.sw.setPortUp(port.name, up);
   ctx.portYaml.set(port.name, merged);
@@ -178,6 +194,15 @@ route('GET', '/v1/caps', (ctx) => ({
 
 route('GET', '/v1/stats', (ctx) => ({ ports: ctx.rt.sw.listPorts().map((p) => statsOf(ctx, p)), pool: { inUse: ctx.rt.pool.inUse } }));
 route('GET', '/v1/stats/([^/]+)', (ctx, _q, _s, [name]) => statsOf(ctx, portOf(ctx, name!)));
+
+route('GET', '/v1/sas', (ctx) => {
+  const ipsec = ctx.rt.sw.ipsec;
+  return { enabled: ipsec !== null, sas: ipsec?.list() ?? [], rejected: ipsec?.rejected() ?? [] };
+});
+
+route('GET', '/v1/neighbors', (ctx) => ({
+  entries: ctx.rt.sw.neighbors.entries().map((e) => ({ ip: e.ip, mac: macToString(e.mac) })),
+}));
 
 route('GET', '/v1/macs', (ctx) => ({
   entries: ctx.rt.sw.macs.entries(Date.now()).map((e) => ({

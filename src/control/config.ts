@@ -153,6 +153,7 @@ export const CONFIG_SCHEMA = {
             properties: { in: acl, out: acl },
           },
           maxMacs: { type: 'integer', minimum: 1 },
+          staticMacs: { type: 'array', items: { type: 'string' } },
           maxSa: { type: 'integer', minimum: 0, maximum: 65536 },
           qemu: {
             type: 'object',
@@ -203,6 +204,8 @@ export interface PortYaml {
   security?: { allowedMacs?: string[]; allowedIps?: string[] };
   acl?: { in?: AclYaml; out?: AclYaml };
   maxMacs?: number;
+  /** MACs pinned to this port (never learned elsewhere, never aged). */
+  staticMacs?: string[];
   /** vNICs: how many SAs the guest may offload. */
   maxSa?: number;
   /** Legacy ports: a QEMU VM's -netdev stream socket instead of a TAP. */
@@ -260,7 +263,8 @@ export class ConfigError extends Error {
 }
 
 export function formatIssue(i: ConfigIssue): string {
-  return `${i.file}:${i.line}:${i.col}: ${i.path === '' ? '' : `${i.path}: `}${i.message}`;
+  const where = i.line > 0 ? `${i.file}:${i.line}:${i.col}` : i.file;
+  return `${where}: ${i.path === '' ? '' : `${i.path}: `}${i.message}`;
 }
 
 type PathPart = string | number;
@@ -471,6 +475,9 @@ function convertPort(p: PortYaml, i: number, L: Located): PortSpec {
   if (p.kind === 'legacy' && (p.passThrough === true || p.offloads !== undefined)) {
     L.add([...at, p.offloads !== undefined ? 'offloads' : 'passThrough'], 'a legacy port never gets offloads');
   }
+  if (p.staticMacs !== undefined) {
+    spec.staticMacs = p.staticMacs.map((m, k) => mac(m, [...at, 'staticMacs', k], L)).filter((m): m is number => m !== undefined);
+  }
   if (p.maxSa !== undefined) {
     if (!(p.kind === 'synthetic' || p.kind === 'host')) L.add([...at, 'maxSa'], 'only host and synthetic vNICs offload SAs');
     spec.maxSa = p.maxSa;
@@ -532,7 +539,7 @@ export function parseConfig(text: string, file = '<config>'): LoadedConfig {
     const dev = p.device ?? p.name;
     if (dev.length > 15) L.add(['ports', i, p.device === undefined ? 'name' : 'device'], `device name "${dev}" is longer than 15 characters (set device:)`);
     const prevDev = devices.get(dev);
-    if (prevDev !== undefined) L.add(['ports', i, 'device'], `device "${dev}" is used by ports[${prevDev}] too`);
+    if (prevDev !== undefined) L.add(['ports', i, p.device === undefined ? 'name' : 'device'], `device "${dev}" is used by ports[${prevDev}] too${p.device === undefined ? ' (a port without device: uses its name)' : ''}`);
     devices.set(dev, i);
     if (p.guest?.create === true) {
       const prevNs = namespaces.get(p.guest.namespace);

@@ -12,6 +12,8 @@ import { loadConfig, type ConfigYaml, type LoadedConfig, type PortYaml } from '.
 import { Runtime } from './runtime.js';
 import { createLogger, type Logger } from './log.js';
 import { listen, type ApiContext } from './api.js';
+import { GuestApi } from './guest-api.js';
+import { nodeAead } from '../io/aead-node.js';
 import { parse as parseYaml } from 'yaml';
 
 interface StateFile {
@@ -25,9 +27,15 @@ interface StateFile {
 function alive(pid: number): boolean {
   try {
     process.kill(pid, 0);
-    return true;
   } catch (e) {
     return (e as NodeJS.ErrnoException).code === 'EPERM';
+  }
+  // A killed process its parent has not reaped yet is a zombie: dead for our purposes.
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z';
+  } catch {
+    return false;
   }
 }
 
@@ -71,6 +79,9 @@ export async function startDaemon(configPath: string, logOverride?: Logger): Pro
 
   const yaml = parseYaml(readFileSync(configPath, 'utf8')) as ConfigYaml;
   const rt = new Runtime({ macAgingMs: s.macAgingMs, log: (level, msg, fields) => log[level](msg, fields) });
+  // IPsec task offload: vswitch's ESP engine (node:crypto AES-GCM) serves uplinks configured with `ipsec:`.
+  rt.sw.enableIpsec(nodeAead);
+  const guest = new GuestApi(rt.sw, join(s.stateDir, `${s.name}.guest`), log);
   const saveState = () => {
     const st: StateFile = { pid: process.pid, name: s.name, startedAt: new Date().toISOString(), socket: s.socket, namespaces: rt.createdNamespaces() };
     writeFileSync(stateFile, JSON.stringify(st, null, 1));
@@ -105,6 +116,7 @@ export async function startDaemon(configPath: string, logOverride?: Logger): Pro
       srv.closeAllConnections?.();
       srv.close();
     }
+    guest.closeAll();
     rt.stop();
     rmSync(stateFile, { force: true });
     rmSync(s.socket, { force: true });
@@ -112,8 +124,9 @@ export async function startDaemon(configPath: string, logOverride?: Logger): Pro
     resolveStopped();
     return stopped;
   };
-  const ctx: ApiContext = { rt, log, name: s.name, startedAt: Date.now(), portYaml, shutdown: () => void stop(), saveState };
+  const ctx: ApiContext = { rt, log, name: s.name, startedAt: Date.now(), portYaml, shutdown: () => void stop(), saveState, guest };
   try {
+    for (const p of rt.sw.listPorts()) await guest.open(p);
     servers = await listen(ctx, s.socket, s.listen);
   } catch (e) {
     await stop();

@@ -53,6 +53,8 @@ export class OffloadMeta {
   vlanTci = 0;
   /** IPsec security association handle, or NO_SA. */
   saHandle = NO_SA;
+  /** Received as ESP and decrypted by the switch's engine (the VM gets plaintext). */
+  ipsecDecrypted = false;
 
   get isGso(): boolean {
     return this.gsoType !== GsoType.NONE;
@@ -78,6 +80,7 @@ export class OffloadMeta {
     this.vlanPresent = false;
     this.vlanTci = 0;
     this.saHandle = NO_SA;
+    this.ipsecDecrypted = false;
   }
 
   clearGso(): void {
@@ -102,6 +105,7 @@ export class OffloadMeta {
     this.vlanPresent = o.vlanPresent;
     this.vlanTci = o.vlanTci;
     this.saHandle = o.saHandle;
+    this.ipsecDecrypted = o.ipsecDecrypted;
   }
 }
 

@@ -36,7 +36,12 @@ export const DROP_REASONS = [
   'offload-budget',          // the sending port is over its software-offload CPU budget
   'backlog-full',            // throttled port's backlog is full
   'tx-error',                // the backend failed to send
-  'ipsec-no-sa',             // protected traffic with no usable SA (never sent in plaintext)
+  'ipsec-no-sa',             // an offloaded SA's packet headed somewhere its uplink is not (never sent in plaintext)
+  'ipsec-uploading',         // plaintext of an SA being uploaded to its VM: held back, never sent in the clear
+  'ipsec-auth-failed',       // inbound ESP whose ICV did not verify (tampered, wrong key)
+  'ipsec-replay',            // inbound ESP with a sequence number seen before or left behind by the window
+  'ipsec-malformed',         // inbound ESP too short, bad padding or next header
+  'ipsec-selector',          // decrypted inner packet outside its SA's traffic selector (RFC 4301 §5.2)
 ] as const;
 export type DropReason = (typeof DROP_REASONS)[number];
 
@@ -71,6 +76,10 @@ export class PortCounters {
   swChecksums = 0;
   /** Packets parked because the port was over its budget (throttle mode). */
   throttled = 0;
+  /** ESP work the switch did for this VM (encryption of what it sent, decryption of what it got). */
+  ipsecPackets = 0;
+  ipsecBytes = 0;
+  ipsecCpuNs = 0;
 
   /** Packets waiting in the offload backlog. */
   pending = 0;
@@ -108,6 +117,7 @@ export class PortCounters {
       vnetErrors: Object.fromEntries(this.vnetErrors),
       offload: { hardware: this.txHardware, passThrough: this.txPassThrough, software: this.txSoftware, segments: this.txSegments },
       charged: { packets: this.swPackets, bytes: this.swBytes, cpuNs: this.swCpuNs, segments: this.swSegments, checksums: this.swChecksums, throttled: this.throttled },
+      ipsec: { packets: this.ipsecPackets, bytes: this.ipsecBytes, cpuNs: this.ipsecCpuNs },
       pending: this.pending,
     };
   }

@@ -61,6 +61,8 @@ export interface PortConfig {
   maxMacs?: number;
   /** vNICs: most IPsec SAs the guest may offload at once (default 32). */
   maxSa?: number;
+  /** MACs pinned to this port in its VLAN(s). */
+  staticMacs?: readonly number[];
 }
 
 /** Packets on their way out of a port, with the 802.1Q TCI to insert for each (-1: none). */

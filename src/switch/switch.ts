@@ -30,6 +30,9 @@ import { Emitter } from './events.js';
 import { LearnResult, MacTable } from './mac-table.js';
 import { aclAllows, aclMatch, checkPortSecurity } from './policy.js';
 import { Port, type PortBackend, type PortConfig } from './port.js';
+import { NeighborTable } from './neighbors.js';
+import { IpsecManager } from './ipsec.js';
+import { matchesSelector, type Aead } from '../offload/ipsec/esp.js';
 import { OFFLOAD_MODE_NAMES, OffloadMode, Resolution, resolveOffload } from './resolve.js';
 
 export interface SwitchOptions {
@@ -50,6 +53,7 @@ export interface SwitchEvents extends Record<string, unknown> {
   'capabilities': { port: string; caps: OffloadCapabilities };
   'port-added': { port: string };
   'port-removed': { port: string };
+  'port-state': { port: string; up: boolean };
 }
 
 export interface TraceDestination {
@@ -120,6 +124,8 @@ export class Switch {
 
   // Scratch, reused for every packet.
   private readonly lay = new FrameLayout();
+  /** For packets made from the current one (segments, copies) while `lay` still describes it. */
+  private readonly lay2 = new FrameLayout();
   private dests = new Int32Array(64);
   private readonly res = new Resolution();
   private readonly variants = new Variants(MAX_SEGMENTS);
@@ -127,6 +133,10 @@ export class Switch {
   private touchedCount = 0;
   private touchedFlag = new Uint8Array(64);
   private tr: TraceResult | null = null;
+  /** IP → MAC bindings seen (learned while IPsec offload is on). */
+  readonly neighbors = new NeighborTable();
+  /** IPsec task offload, once enabled with an AEAD implementation. */
+  ipsec: IpsecManager | null = null;
 
   constructor(opts: SwitchOptions) {
     this.pool = opts.pool;
@@ -134,6 +144,26 @@ export class Switch {
     this.batchSize = opts.batchSize ?? 64;
     this.now = opts.now ?? (() => Date.now());
     this.clockNs = opts.clockNs ?? (() => performance.now() * 1e6);
+  }
+
+  /**
+   * Turn on IPsec task offload with `aead` as the ESP engine's cipher. SAs are
+   * re-checked (and uploaded to their VMs when their path no longer works)
+   * on every change of MAC location, neighbour, port state or uplink capability.
+   */
+  enableIpsec(aead: Aead): IpsecManager {
+    if (this.ipsec !== null) return this.ipsec;
+    const m = new IpsecManager({
+      ports: () => this.listPorts(), portAt: (i) => this.ports[i], macs: this.macs, neighbors: this.neighbors, aead, clockNs: this.clockNs,
+    });
+    this.ipsec = m;
+    const recheck = (why: string) => () => queueMicrotask(() => m.revalidate(why));
+    this.events.on('mac-move', recheck('MAC moved'));
+    this.events.on('capabilities', recheck('uplink capabilities changed'));
+    this.events.on('port-removed', recheck('port removed'));
+    this.events.on('port-state', recheck('port state changed'));
+    this.neighbors.onChange = (c) => { if (c.previous >= 0) queueMicrotask(() => m.revalidate(`neighbour ${c.ip} changed`)); };
+    return m;
   }
 
   // --- ports -------------------------------------------------------------
@@ -147,6 +177,11 @@ export class Switch {
     this.ports[index] = port;
     this.byName.set(port.name, port);
     this.ensureScratch();
+    for (const mac of cfg.staticMacs ?? []) {
+      const v = port.vlan;
+      const vlans = v.mode === 'access' ? [v.vlan] : v.allowed === 'all' ? [v.native ?? 1] : [...v.allowed, ...(v.native !== undefined ? [v.native] : [])];
+      for (const vlan of vlans) this.macs.addStatic(vlan, mac, index);
+    }
     this.events.emit('port-added', { port: port.name });
     this.readvertise();
     return port;
@@ -189,6 +224,7 @@ export class Switch {
     if (port.up === up) return;
     port.up = up;
     if (!up) this.macs.flushPort(port.index);
+    this.events.emit('port-state', { port: name, up });
     this.readvertise();
   }
 
@@ -351,6 +387,12 @@ export class Switch {
     const lay = this.lay;
     const gso = m.gsoType !== GsoType.NONE;
     const err = parseFrame(buf, p.off, p.len, lay, gso ? { zeroLengthMeansFrame: true } : undefined);
+    // Cut-short ESP from the network where SAs are offloaded: tampering, not traffic.
+    if (err === 'truncated' && inPort.kind === 'external' && this.ipsec !== null && this.ipsec.hasInbound && this.claimsEsp(buf, lay)) {
+      if (tr !== null) this.stage('ipsec', 'drop', 'truncated ESP');
+      this.dropIn(inPort, p, Drop['ipsec-malformed']);
+      return -1;
+    }
     if (m.needsOffload) {
       const reason = this.validateOffload(p, err);
       if (reason >= 0) {
@@ -367,6 +409,33 @@ export class Switch {
     }
     if (tr !== null) this.stage('validate', 'ok', m.needsOffload ? this.describeMeta(p) : 'no offload requested');
 
+    // IPsec offload, inbound: ESP for an SA a VM offloaded is decrypted here, at the uplink.
+    const ipsec = this.ipsec;
+    if (ipsec !== null && inPort.kind === 'external' && lay.l4Proto === IpProtocol.ESP && ipsec.hasInbound) {
+      const rec = ipsec.inboundFor(buf, lay);
+      if (rec !== undefined) {
+        if (tr !== null) {
+          this.stage('ipsec', 'decrypt', `ESP SPI 0x${rec.sa.spi.toString(16)} of ${rec.port.name}`);
+        } else {
+          const owner = rec.port;
+          if (owner.budget?.action === 'drop') {
+            this.refill(owner);
+            if (owner.tokens <= 0) { this.dropIn(inPort, p, Drop['offload-budget']); return -1; }
+          }
+          const e = ipsec.decrypt(p, rec, lay);
+          if (e !== null) {
+            this.dropIn(inPort, p, e === 'auth-failed' ? Drop['ipsec-auth-failed'] : e === 'replay' || e === 'too-old' ? Drop['ipsec-replay'] : Drop['ipsec-malformed']);
+            return -1;
+          }
+          if (parseFrame(buf, p.off, p.len, lay) !== null) { this.dropIn(inPort, p, Drop['ipsec-malformed']); return -1; }
+          // A peer holding a valid SA may only send what the SA covers.
+          if (!matchesSelector(rec.esp, lay, buf)) { this.dropIn(inPort, p, Drop['ipsec-selector']); return -1; }
+          m.saHandle = rec.id;
+          m.ipsecDecrypted = true;
+        }
+      }
+    }
+
     const sec = checkPortSecurity(inPort.security, buf, lay);
     if (sec !== 'ok') {
       if (tr !== null) this.stage('ingress', 'drop', sec);
@@ -379,7 +448,31 @@ export class Switch {
       return -1;
     }
     if (tr !== null) this.stage('ingress', 'allow', `VLAN ${vlan}${inPort.aclIn ? `; ACL in: ${this.aclWhy(inPort.aclIn, buf, vlan)}` : ''}`);
+    if (ipsec !== null) {
+      if (tr === null) this.neighbors.learn(buf, lay);
+      // IPsec offload, outbound: plaintext of an offloaded SA is tagged with it for the uplink's engine.
+      if (ipsec.hasOutbound(inPort.index) && !m.ipsecDecrypted) {
+        const rec = ipsec.matchOutbound(inPort.index, buf, lay);
+        if (rec !== null) {
+          if (rec.state === 'uploading') {
+            if (tr !== null) this.stage('ipsec', 'drop', `SA 0x${rec.sa.spi.toString(16)} is being uploaded: plaintext held back`);
+            else rec.droppedWhileUploading++;
+            this.dropIn(inPort, p, Drop['ipsec-uploading']);
+            return -1;
+          }
+          m.saHandle = rec.id;
+          if (tr !== null) this.stage('ipsec', 'encrypt', `SA 0x${rec.sa.spi.toString(16)} (${rec.sa.mode}, ${rec.sa.algorithm}) at ${rec.uplink.name}`);
+        }
+      }
+    }
     return vlan;
+  }
+
+  private claimsEsp(buf: Uint8Array, lay: FrameLayout): boolean {
+    const at = lay.l3Off;
+    if (lay.etherType === EtherType.IPv4 && at + 10 <= lay.off + lay.len) return buf[at + 9] === IpProtocol.ESP;
+    if (lay.etherType === EtherType.IPv6 && at + 7 <= lay.off + lay.len) return buf[at + 6] === IpProtocol.ESP;
+    return false;
   }
 
   private aclWhy(acl: NonNullable<Port['aclIn']>, buf: Uint8Array, vlan: number): string {
@@ -575,9 +668,32 @@ export class Switch {
       else oc.txDrops[Drop['acl-out']]!++;
       return false;
     }
+    const tci = out.egressTci(vlan, p.meta.vlanTci >>> 13);
+    if (p.meta.saHandle >= 0 && this.ipsec !== null) {
+      const rec = this.ipsec.record(p.meta.saHandle);
+      if (rec !== undefined && rec.sa.direction === 'out') {
+        if (out !== rec.uplink) {
+          // Never in the clear anywhere else: drop, and let the SA go back to its VM.
+          if (td !== null) { td.offload = 'drop'; td.drop = 'ipsec-no-sa'; td.why = `plaintext of SA 0x${rec.sa.spi.toString(16)} may only leave encrypted through ${rec.uplink.name}`; return false; }
+          oc.txDrops[Drop['ipsec-no-sa']]!++;
+          // Switched (not flooded) somewhere else: the peer is no longer behind the uplink.
+          if (exclusive) {
+            const ipsec = this.ipsec;
+            queueMicrotask(() => ipsec.destinationChanged(rec));
+          }
+          return false;
+        }
+        if (td !== null) {
+          td.offload = 'software';
+          td.why = `ESP ${rec.sa.mode} ${rec.sa.algorithm} by the uplink's engine`;
+          if (p.meta.isGso) td.segments = segmentCount(lay.ipEnd - lay.payloadOff, p.meta.gsoSize);
+          return true;
+        }
+        return this.encryptTo(p, inPort, out, tci, rec, exclusive);
+      }
+    }
     const res = this.res;
     resolveOffload(p.meta, lay, p.len, out, res);
-    const tci = out.egressTci(vlan, p.meta.vlanTci >>> 13);
     if (td !== null) {
       td.offload = OFFLOAD_MODE_NAMES[res.mode];
       td.why = res.why;
@@ -675,6 +791,77 @@ export class Switch {
     }
     oc.txSoftware++;
     this.enqueue(out, v.completed, tci);
+    return true;
+  }
+
+  /**
+   * ESP at the uplink for an offloaded SA: segments first (the engine
+   * encrypts MTU-sized packets; checksums are computed before encryption,
+   * since nothing after it can), then each packet encrypted.
+   */
+  private encryptTo(p: Packet, inPort: Port, out: Port, tci: number, rec: NonNullable<ReturnType<IpsecManager['record']>>, exclusive: boolean): boolean {
+    const ipsec = this.ipsec!;
+    const oc = out.counters;
+    if (inPort.budget !== undefined && inPort.budget.action === 'drop') {
+      this.refill(inPort);
+      if (inPort.tokens <= 0) {
+        oc.txDrops[Drop['offload-budget']]!++;
+        return false;
+      }
+    }
+    const v = this.variants;
+    let sent = 0;
+    if (p.meta.isGso) {
+      if (!v.fullDone) {
+        const t0 = this.clockNs();
+        v.fullError = segment(p, v.full, FULL, this.lay);
+        v.fullDone = true;
+        this.charge(inPort, p.len, this.clockNs() - t0);
+      }
+      if (v.fullError !== null) {
+        oc.txDrops[Drop['offload-failed']]!++;
+        return false;
+      }
+      const lay = this.lay2;
+      for (let i = 0; i < v.full.count; i++) {
+        const s = v.full.packets[i]!;
+        if (parseFrame(s.buf, s.off, s.len, lay) !== null || ipsec.encrypt(s, rec, lay) !== null) {
+          oc.txDrops[Drop['offload-failed']]!++;
+          continue;
+        }
+        s.meta.needsCsum = false;
+        this.enqueue(out, s, tci);
+        sent++;
+      }
+      oc.txSoftware++;
+      oc.txSegments += sent;
+      return sent > 0;
+    }
+    // One packet: encrypted in place when it is ours alone, else on a private copy.
+    // (The engine finishes a partial checksum before it seals.)
+    let c: Packet = p;
+    if (!exclusive || p.shared) {
+      const copy = this.pool.take(p.len + 64);
+      if (copy === null) {
+        oc.txDrops[Drop['pool-exhausted']]!++;
+        return false;
+      }
+      copy.setLength(p.len);
+      copyBytes(copy.buf, copy.off, p.off, p.len);
+      copy.meta.copyFrom(p.meta);
+      c = copy;
+    }
+    const lay = c === p ? this.lay : this.lay2;
+    let e: string | null = c === p ? null : parseFrame(c.buf, c.off, c.len, lay);
+    if (e === null) e = ipsec.encrypt(c, rec, lay);
+    if (e !== null) {
+      if (c !== p) c.release();
+      oc.txDrops[Drop['offload-failed']]!++;
+      return false;
+    }
+    oc.txSoftware++;
+    this.enqueue(out, c, tci);
+    if (c !== p) c.release();
     return true;
   }
 

@@ -34,3 +34,11 @@ export function layoutOf(frame: Uint8Array): FrameLayout {
   if (e !== null) throw new Error(`frame does not parse: ${e}`);
   return lay;
 }
+
+/** Layout of a pooled packet's frame, at its own offsets. */
+export function layoutOfPacket(p: Packet): FrameLayout {
+  const lay = new FrameLayout();
+  const e = parseFrame(p.buf, p.off, p.len, lay);
+  if (e !== null) throw new Error(`packet does not parse: ${e}`);
+  return lay;
+}
