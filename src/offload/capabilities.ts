@@ -92,6 +92,16 @@ export function noOffloads(): OffloadCapabilities {
   };
 }
 
+/** A vNIC's advertisement with nothing switched off: send checksum, LSO and USO; receive checksum. */
+export function vnicOffloads(): OffloadCapabilities {
+  const c = noOffloads();
+  c.txChecksum = checksumAll();
+  c.rxChecksum = checksumAll();
+  c.lso = segmentationAll();
+  c.uso = segmentationAll();
+  return c;
+}
+
 export function cloneCapabilities(c: OffloadCapabilities): OffloadCapabilities {
   return {
     txChecksum: { ...c.txChecksum }, rxChecksum: { ...c.rxChecksum }, lso: { ...c.lso }, uso: { ...c.uso },

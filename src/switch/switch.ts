@@ -20,8 +20,8 @@ import { FrameLayout, L3, parseFrame, type L3Kind } from '../wire/frame.js';
 import { EtherType } from '../wire/ethernet.js';
 import { IpProtocol } from '../wire/ipv4.js';
 import {
-  checksumAll, cloneCapabilities, capabilitiesEqual, ipsecUnion, normalizeCapabilities, noOffloads,
-  segmentationAll, checksumNone, segmentationNone, ipsecNone, type OffloadCapabilities,
+  cloneCapabilities, capabilitiesEqual, ipsecUnion, normalizeCapabilities, noOffloads, vnicOffloads,
+  checksumNone, segmentationNone, ipsecNone, type OffloadCapabilities,
 } from '../offload/capabilities.js';
 import { completeChecksum, fillIpv4HeaderChecksum } from '../offload/checksum.js';
 import { segment, segmentCount, type SegmentError } from '../offload/segment.js';
@@ -260,18 +260,16 @@ export class Switch {
    */
   advertisementFor(port: Port): OffloadCapabilities {
     if (!port.isVnic) return noOffloads();
-    const c = noOffloads();
+    const c = vnicOffloads();
     const o = port.overrides;
-    if (o.checksum !== false) {
-      c.txChecksum = checksumAll();
-      if (o.lso !== false) c.lso = segmentationAll();
-      if (o.uso !== false) c.uso = segmentationAll();
-    } else {
+    if (o.checksum === false) {
+      // No send checksum offload takes segmentation with it (it needs checksums).
       c.txChecksum = checksumNone();
       c.lso = segmentationNone();
       c.uso = segmentationNone();
     }
-    c.rxChecksum = checksumAll();
+    if (o.lso === false) c.lso = segmentationNone();
+    if (o.uso === false) c.uso = segmentationNone();
     if (o.ipsec !== false) {
       c.ipsec = ipsecUnion(this.listPorts().filter((p) => p.kind === 'external' && p.up).map((p) => p.deviceCaps.ipsec));
     } else {

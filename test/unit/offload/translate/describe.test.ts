@@ -6,21 +6,13 @@ import {
   capabilityDifferences, decodeNdisOffload, describeCapabilities, encodeNdisOffload, toTunOffloadFlags, toVirtioFeatures,
 } from '../../../../src/offload/translate/index.js';
 import {
-  checksumAll, noOffloads, normalizeCapabilities, segmentationAll, type OffloadCapabilities,
+  noOffloads, normalizeCapabilities, vnicOffloads,
 } from '../../../../src/offload/capabilities.js';
 import { arbCaps } from './caps-arb.js';
 
-function vnicCaps(): OffloadCapabilities {
-  const c = noOffloads();
-  c.txChecksum = checksumAll();
-  c.rxChecksum = checksumAll();
-  c.lso = segmentationAll();
-  c.uso = segmentationAll();
-  return c;
-}
 
 test('a vNIC advertisement in the three views', () => {
-  const d = describeCapabilities(vnicCaps());
+  const d = describeCapabilities(vnicOffloads());
   assert.equal(d.linux.tunFlags, 0x6f);
   assert.deepEqual(d.linux.tunFlagNames, ['TUN_F_CSUM', 'TUN_F_TSO4', 'TUN_F_TSO6', 'TUN_F_TSO_ECN', 'TUN_F_USO4', 'TUN_F_USO6']);
   assert.equal(d.linux.ethtool['tx-tcp6-segmentation'], true);
@@ -30,7 +22,7 @@ test('a vNIC advertisement in the three views', () => {
   assert.ok(d.linux.notExpressed.includes('txChecksum.ipv4Header'));
   assert.ok(!d.linux.notExpressed.includes('lso.v4'));
   assert.deepEqual(d.virtio.featureNames, ['VIRTIO_NET_F_CSUM', 'VIRTIO_NET_F_HOST_TSO4', 'VIRTIO_NET_F_HOST_TSO6', 'VIRTIO_NET_F_HOST_ECN', 'VIRTIO_NET_F_HOST_USO']);
-  assert.equal(d.virtio.features, `0x${toVirtioFeatures(vnicCaps()).toString(16)}`);
+  assert.equal(d.virtio.features, `0x${toVirtioFeatures(vnicOffloads()).toString(16)}`);
   assert.equal(d.ndis.revision, 7);
   assert.equal(d.ndis.size, 216);
   // NDIS carries all of it except USO's TCP-options flag (meaningless for UDP)
@@ -60,13 +52,13 @@ test('every view is consistent with its translator, for any capabilities', () =>
 });
 
 test('capabilityDifferences names leaf paths', () => {
-  const a = vnicCaps();
-  const b = vnicCaps();
+  const a = vnicOffloads();
+  const b = vnicOffloads();
   b.lso.v6 = false;
   b.ipsec.algorithms = [];
   assert.deepEqual(capabilityDifferences(a, a), []);
   assert.deepEqual(capabilityDifferences(a, b), ['lso.v6']);
-  const c = { ...vnicCaps(), ipsec: { enabled: true, algorithms: ['aes-gcm-128' as const], maxSa: 4, transport: true, tunnel: false, v4: true, v6: false } };
+  const c = { ...vnicOffloads(), ipsec: { enabled: true, algorithms: ['aes-gcm-128' as const], maxSa: 4, transport: true, tunnel: false, v4: true, v6: false } };
   const e = { ...c, ipsec: { ...c.ipsec, algorithms: ['aes-gcm-256' as const] } };
   assert.deepEqual(capabilityDifferences(c, e), ['ipsec.algorithms']);
 });

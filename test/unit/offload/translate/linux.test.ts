@@ -10,8 +10,7 @@ import {
   linuxFeaturesForTunFlags, parseEthtoolK, toTunOffloadFlags, tunFlagNames, tunOffloadRefusal,
 } from '../../../../src/offload/translate/linux.js';
 import {
-  checksumAll, checksumNone, noOffloads, normalizeCapabilities, segmentationAll, segmentationNone,
-  type OffloadCapabilities,
+  checksumAll, checksumNone, noOffloads, normalizeCapabilities, segmentationAll, segmentationNone, vnicOffloads,
 } from '../../../../src/offload/capabilities.js';
 import { arbCaps, overPromises, readVector } from './caps-arb.js';
 import { need } from '../../../util/env.js';
@@ -29,15 +28,6 @@ function tableFor(c: TunVectors['cases'][number]): Record<string, string> {
   return { ...V.baseline.features, ...c.changed };
 }
 
-/** A full advertisement like the switch gives a vNIC. */
-function vnicCaps(): OffloadCapabilities {
-  const c = noOffloads();
-  c.txChecksum = checksumAll();
-  c.rxChecksum = checksumAll();
-  c.lso = segmentationAll();
-  c.uso = segmentationAll();
-  return c;
-}
 
 test('the vectors cover every combination of the nine known bits and each higher bit', () => {
   const flags = V.cases.map((c) => Number(c.flags));
@@ -115,21 +105,21 @@ test('linuxFeaturesForTunFlags equals the measured ethtool -k table, for every a
 });
 
 test('toTunOffloadFlags: what the switch gives a vNIC, and the kernel\'s rules', () => {
-  assert.equal(toTunOffloadFlags(vnicCaps()), TUN_F.CSUM | TUN_F.TSO4 | TUN_F.TSO6 | TUN_F.TSO_ECN | TUN_F.USO4 | TUN_F.USO6);
-  assert.equal(toTunOffloadFlags(vnicCaps(), { ecn: false }), 0x67);
+  assert.equal(toTunOffloadFlags(vnicOffloads()), TUN_F.CSUM | TUN_F.TSO4 | TUN_F.TSO6 | TUN_F.TSO_ECN | TUN_F.USO4 | TUN_F.USO6);
+  assert.equal(toTunOffloadFlags(vnicOffloads(), { ecn: false }), 0x67);
   assert.equal(toTunOffloadFlags(noOffloads()), 0);
   // TSO without checksum is not said (the kernel would refuse it)
-  const noCsum = { ...vnicCaps(), txChecksum: checksumNone() };
+  const noCsum = { ...vnicOffloads(), txChecksum: checksumNone() };
   assert.equal(toTunOffloadFlags(noCsum), 0);
   // HW_CSUM is protocol-generic: missing UDPv6 checksum means no TUN_F_CSUM at all
-  assert.equal(toTunOffloadFlags({ ...vnicCaps(), txChecksum: { ...checksumAll(), udp6: false } }), 0);
+  assert.equal(toTunOffloadFlags({ ...vnicOffloads(), txChecksum: { ...checksumAll(), udp6: false } }), 0);
   // IPv4-only LSO
-  assert.equal(toTunOffloadFlags({ ...vnicCaps(), lso: { ...segmentationAll(), v6: false }, uso: segmentationNone() }),
+  assert.equal(toTunOffloadFlags({ ...vnicOffloads(), lso: { ...segmentationAll(), v6: false }, uso: segmentationNone() }),
     TUN_F.CSUM | TUN_F.TSO4 | TUN_F.TSO_ECN);
   // a Linux guest's TSO frames carry TCP options (timestamps)
-  assert.equal(toTunOffloadFlags({ ...vnicCaps(), lso: { ...segmentationAll(), tcpOptions: false }, uso: segmentationNone() }), TUN_F.CSUM);
+  assert.equal(toTunOffloadFlags({ ...vnicOffloads(), lso: { ...segmentationAll(), tcpOptions: false }, uso: segmentationNone() }), TUN_F.CSUM);
   // USO for one IP version only cannot be said (USO4 alone is EINVAL)
-  assert.equal(toTunOffloadFlags({ ...vnicCaps(), lso: segmentationNone(), uso: { ...segmentationAll(), v6: false } }), TUN_F.CSUM);
+  assert.equal(toTunOffloadFlags({ ...vnicOffloads(), lso: segmentationNone(), uso: { ...segmentationAll(), v6: false } }), TUN_F.CSUM);
 });
 
 test('toTunOffloadFlags always gives flags the kernel accepted in the measurement, never promising more than caps', () => {

@@ -10,7 +10,7 @@ import {
 } from '../../../../src/offload/translate/virtio.js';
 import { TUN_F, toTunOffloadFlags } from '../../../../src/offload/translate/linux.js';
 import {
-  checksumAll, noOffloads, normalizeCapabilities, segmentationAll, type OffloadCapabilities,
+  noOffloads, normalizeCapabilities, segmentationAll, type OffloadCapabilities, vnicOffloads,
 } from '../../../../src/offload/capabilities.js';
 import { arbCaps, overPromises } from './caps-arb.js';
 import { need } from '../../../util/env.js';
@@ -18,14 +18,6 @@ import { need } from '../../../util/env.js';
 const F = VIRTIO_NET_F;
 const bits = (...names: VirtioNetFeature[]): bigint => names.reduce((b, n) => b | bit(F[n]), 0n);
 
-function vnicCaps(): OffloadCapabilities {
-  const c = noOffloads();
-  c.txChecksum = checksumAll();
-  c.rxChecksum = checksumAll();
-  c.lso = segmentationAll();
-  c.uso = segmentationAll();
-  return c;
-}
 
 test('feature bit numbers equal the uapi header for every bit it defines', (t) => {
   const header = '/usr/include/linux/virtio_net.h';
@@ -89,9 +81,9 @@ test('enforcement is transitive: GUEST_ECN goes with the GUEST_TSO4 it needed', 
 });
 
 test('toVirtioFeatures: what the switch offers a vNIC', () => {
-  assert.equal(toVirtioFeatures(vnicCaps()), bits('CSUM', 'HOST_TSO4', 'HOST_TSO6', 'HOST_ECN', 'HOST_USO'));
-  assert.equal(toVirtioFeatures(vnicCaps(), { ecn: false }), bits('CSUM', 'HOST_TSO4', 'HOST_TSO6', 'HOST_USO'));
-  const rx = { ...vnicCaps(), rxPartialChecksum: true, rsc: { v4: true, v6: false } };
+  assert.equal(toVirtioFeatures(vnicOffloads()), bits('CSUM', 'HOST_TSO4', 'HOST_TSO6', 'HOST_ECN', 'HOST_USO'));
+  assert.equal(toVirtioFeatures(vnicOffloads(), { ecn: false }), bits('CSUM', 'HOST_TSO4', 'HOST_TSO6', 'HOST_USO'));
+  const rx = { ...vnicOffloads(), rxPartialChecksum: true, rsc: { v4: true, v6: false } };
   assert.equal(toVirtioFeatures(rx, { rxUso: { v4: true, v6: true } }),
     bits('CSUM', 'HOST_TSO4', 'HOST_TSO6', 'HOST_ECN', 'HOST_USO', 'GUEST_CSUM', 'GUEST_TSO4', 'GUEST_ECN', 'GUEST_USO4', 'GUEST_USO6'));
   assert.equal(toVirtioFeatures(noOffloads()), 0n);
@@ -109,7 +101,7 @@ test('toVirtioFeatures never offers a feature without what it requires', () => {
   const partialOnly: OffloadCapabilities = { ...noOffloads(), rxPartialChecksum: true };
   assert.equal(toVirtioFeatures(partialOnly), bits('GUEST_CSUM'), 'no GUEST_ECN without GUEST_TSO');
   assert.equal(toVirtioFeatures(noOffloads(), { rxUso: { v4: true, v6: true } }), 0n, 'GUEST_USO needs GUEST_CSUM');
-  assert.equal(hasFeature(toVirtioFeatures({ ...vnicCaps(), lso: { ...segmentationAll(), v4: false, v6: false } }), F.HOST_ECN), false,
+  assert.equal(hasFeature(toVirtioFeatures({ ...vnicOffloads(), lso: { ...segmentationAll(), v4: false, v6: false } }), F.HOST_ECN), false,
     'HOST_ECN needs a HOST_TSO');
   fc.assert(fc.property(arbCaps, fc.boolean(), fc.boolean(), fc.boolean(), (caps, ecn, u4, u6) => {
     const b = toVirtioFeatures(caps, { ecn, rxUso: { v4: u4, v6: u6 } });
