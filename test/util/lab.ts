@@ -33,6 +33,8 @@ export interface LabOptions {
   portOverrides?: Partial<Record<LabNode, Record<string, unknown>>>;
   /** ethtool -K settings applied to the uplink veth (root end) before the switch starts. */
   uplinkFeatures?: string[];
+  /** Extra arguments for the switch's node process (e.g. --cpu-prof). */
+  nodeArgs?: string[];
 }
 
 const live = new Set<Lab>();
@@ -140,7 +142,7 @@ export class Lab {
       ports,
     }));
     this.api = new Client(join(this.dir, `${this.prefix}.sock`));
-    const child = spawn(process.execPath, [join(distRoot, 'src/cli/main.js'), 'run', '--config', configPath], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, [...(opts.nodeArgs ?? []), join(distRoot, 'src/cli/main.js'), 'run', '--config', configPath], { stdio: ['ignore', 'pipe', 'pipe'] });
     this.child = child;
     child.stderr!.on('data', (d: Buffer) => { this.stderr += d.toString(); });
     child.stdout!.on('data', (d: Buffer) => { this.stderr += d.toString(); });
