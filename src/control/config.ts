@@ -76,6 +76,7 @@ export const CONFIG_SCHEMA = {
           },
         },
         stateDir: { type: 'string', minLength: 1 },
+        workers: { type: 'integer', minimum: 0, maximum: 64 },
       },
     },
     ports: {
@@ -220,6 +221,8 @@ export interface SwitchYaml {
   api?: { socket?: string; listen?: string };
   log?: { level?: 'debug' | 'info' | 'warn' | 'error'; format?: 'json' | 'text' };
   stateDir?: string;
+  /** Transmit worker threads (0: all I/O on the main thread). */
+  workers?: number;
 }
 
 export interface ConfigYaml {
@@ -235,6 +238,7 @@ export interface SwitchSettings {
   logLevel: 'debug' | 'info' | 'warn' | 'error';
   logFormat: 'json' | 'text';
   stateDir: string;
+  workers: number;
 }
 
 export interface LoadedConfig {
@@ -243,6 +247,8 @@ export interface LoadedConfig {
 }
 
 export const DEFAULT_STATE_DIR = '/run/vswitch';
+/** Transmit workers by default (see docs/benchmarks.md for what they bring on a 2-core machine). */
+export const DEFAULT_WORKERS = 0;
 
 // --- errors -------------------------------------------------------------------------------
 
@@ -562,6 +568,7 @@ export function parseConfig(text: string, file = '<config>'): LoadedConfig {
       logLevel: s.log?.level ?? 'info',
       logFormat: s.log?.format ?? 'json',
       stateDir,
+      workers: s.workers ?? DEFAULT_WORKERS,
     },
     ports,
   };

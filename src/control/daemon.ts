@@ -78,7 +78,7 @@ export async function startDaemon(configPath: string, logOverride?: Logger): Pro
   recoverPrevious(stateFile, log);
 
   const yaml = parseYaml(readFileSync(configPath, 'utf8')) as ConfigYaml;
-  const rt = new Runtime({ macAgingMs: s.macAgingMs, log: (level, msg, fields) => log[level](msg, fields) });
+  const rt = new Runtime({ macAgingMs: s.macAgingMs, txWorkers: s.workers, log: (level, msg, fields) => log[level](msg, fields) });
   // IPsec task offload: vswitch's ESP engine (node:crypto AES-GCM) serves uplinks configured with `ipsec:`.
   rt.sw.enableIpsec(nodeAead);
   const guest = new GuestApi(rt.sw, join(s.stateDir, `${s.name}.guest`), log);

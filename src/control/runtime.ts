@@ -13,6 +13,8 @@ import { macToString } from '../wire/bytes.js';
 import { TapBackend } from '../io/tap.js';
 import { AfPacketBackend } from '../io/af-packet.js';
 import { QemuSocketBackend } from '../io/qemu.js';
+import { FdBackend } from '../io/fd-backend.js';
+import { TxWorker } from '../io/tx-channel.js';
 import type { IpsecOffload } from '../offload/capabilities.js';
 
 export interface GuestSpec {
@@ -49,6 +51,8 @@ export interface RuntimeOptions {
   /** ms between housekeeping ticks (MAC aging, budgets); default 100. */
   tickMs?: number;
   log?: (level: 'info' | 'warn' | 'error', msg: string, fields?: Record<string, unknown>) => void;
+  /** Transmit worker threads (0: everything on the main thread). Ports are spread over them. */
+  txWorkers?: number;
 }
 
 /** Real-sized defaults: 32 K MTU buffers (64 MiB), 1 K super-frame buffers (66 MiB). */
@@ -89,11 +93,13 @@ export class Runtime {
   private tickTimer: ReturnType<typeof setInterval> | null = null;
   private readonly log: NonNullable<RuntimeOptions['log']>;
   private stopped = false;
+  private readonly txWorkers: TxWorker[] = [];
 
   constructor(opts: RuntimeOptions = {}) {
     this.pool = new BufferPool({ classes: opts.pool?.classes ?? RUNTIME_POOL });
     this.sw = new Switch({ pool: this.pool, ...(opts.macAgingMs !== undefined ? { macAgingMs: opts.macAgingMs } : {}) });
     this.log = opts.log ?? (() => {});
+    for (let i = 0; i < (opts.txWorkers ?? 0); i++) this.txWorkers.push(new TxWorker(this.pool));
     this.tickTimer = setInterval(() => this.sw.tick(), opts.tickMs ?? 100);
     this.tickTimer.unref?.();
     this.sw.events.on('mac-move', (e) => this.log('info', 'MAC moved', { mac: macToString(e.mac), vlan: e.vlan, from: e.from, to: e.to }));
@@ -142,6 +148,10 @@ export class Runtime {
           inNs('link', 'set', 'dev', 'lo', 'up');
           for (const a of g.addresses ?? []) inNs('addr', 'add', a, 'dev', tap.ifname, ...(a.includes(':') ? ['nodad'] : []));
         }
+      }
+      if (backend instanceof FdBackend && this.txWorkers.length > 0) {
+        // The least busy worker writes for this port.
+        backend.useTxWorker(this.txWorkers.reduce((a, b) => (b.channels < a.channels ? b : a)));
       }
       const { device: _d, guest: _g, addresses: _a, ipsecEngine: _i, qemu: _q, ...cfg } = spec;
       const port = this.sw.addPort(cfg, backend);

@@ -19,6 +19,7 @@ import type { OffloadCapabilities } from '../offload/capabilities.js';
 import type { OutputQueue, Port, PortBackend } from '../switch/port.js';
 import type { Switch } from '../switch/switch.js';
 import { Errno, native, PollEvent, type NativeShim, type PollHandle } from './native/index.js';
+import { TxChannel, txPressure, type TxWorker } from './tx-channel.js';
 
 export interface FdBackendOptions {
   fd: number;
@@ -82,6 +83,11 @@ export abstract class FdBackend implements PortBackend {
   readonly stats: FdBackendStats = { reads: 0, framesRead: 0, truncated: 0, readErrors: 0, lastReadError: 0, writeErrors: 0, lastWriteError: 0 };
   /** Called once when the fd fails for good (e.g. the device went away). */
   onFatal: ((errno: number) => void) | null = null;
+  /** Writes go through a transmit worker thread when set (useTxWorker). */
+  private txc: TxChannel | null = null;
+  private readonly writeHeader = (p: Packet, at: number, tci: number): void => {
+    encodeVnetHeader(p.meta, this.pool.bytes, at, this.hdr, this.dataValidOut, tci >= 0 ? 4 : 0);
+  };
 
   constructor(o: FdBackendOptions) {
     this.shim = native();
@@ -110,10 +116,20 @@ export abstract class FdBackend implements PortBackend {
     for (let i = 0; i < txMax; i++) this.txHdr[i] = this.hdrScratch + i * 16;
   }
 
+  /** Hand this port's writes to a transmit worker thread (before attach). */
+  useTxWorker(worker: TxWorker): void {
+    if (this.txc === null) this.txc = new TxChannel(worker, this.pool, this.fd, this.mode, this.hdr);
+  }
+
+  get txWorker(): TxWorker | null {
+    return this.txc?.worker ?? null;
+  }
+
   /** Start delivering received frames to `sw` as `port`. */
   attach(sw: Switch, port: Port): void {
     this.sw = sw;
     this.port = port;
+    this.txc?.attach(port);
     for (let i = 0; i < this.n; i++) this.fillSlot(i);
     this.poll = this.shim.pollStart(this.fd, PollEvent.READABLE, (status) => this.onReadable(status));
   }
@@ -130,9 +146,25 @@ export abstract class FdBackend implements PortBackend {
     return true;
   }
 
+  /** Receive paused for transmit backpressure (see txPressure). */
+  private paused = false;
+  private readonly unpause = (): void => {
+    if (!this.paused) return;
+    this.paused = false;
+    if (this.poll !== null && !this.closed) this.shim.pollUpdate(this.poll, PollEvent.READABLE);
+  };
+
   private onReadable(status: number): void {
     if (this.closed || this.sw === null || this.port === null) return;
     if (status < 0) return this.fatal(-status);
+    if (txPressure.congested > 0 && this.poll !== null) {
+      // A transmit worker is behind: wait for it (at most a couple of milliseconds).
+      this.paused = true;
+      this.shim.pollUpdate(this.poll, 0);
+      txPressure.waiters.add(this.unpause);
+      setTimeout(this.unpause, 2);
+      return;
+    }
     const sw = this.sw;
     const port = this.port;
     const mem = this.pool.bytes;
@@ -204,6 +236,7 @@ export abstract class FdBackend implements PortBackend {
 
   transmit(q: OutputQueue, _port: Port): number {
     if (this.closed) return 0;
+    if (this.txc !== null) return this.txc.enqueue(q, this.hdr > 0 ? this.writeHeader : null);
     const n = Math.min(q.count, this.txOff.length);
     const mem = this.pool.bytes;
     const hdr = this.hdr;
@@ -235,7 +268,9 @@ export abstract class FdBackend implements PortBackend {
     this.closed = true;
     if (this.poll !== null) this.shim.pollStop(this.poll);
     this.poll = null;
-    this.shim.close(this.fd);
+    // With a transmit worker, the fd closes once the worker has let go of it.
+    if (this.txc !== null) this.txc.close(() => this.shim.close(this.fd));
+    else this.shim.close(this.fd);
     for (let i = 0; i < this.n; i++) {
       const p = this.slots[i];
       if (p !== null && p !== undefined) p.release();

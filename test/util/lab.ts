@@ -35,6 +35,8 @@ export interface LabOptions {
   uplinkFeatures?: string[];
   /** Extra arguments for the switch's node process (e.g. --cpu-prof). */
   nodeArgs?: string[];
+  /** Transmit worker threads of the switch (switch.workers). */
+  workers?: number;
 }
 
 const live = new Set<Lab>();
@@ -138,7 +140,7 @@ export class Lab {
     }
     const configPath = join(this.dir, 'switch.yaml');
     writeFileSync(configPath, toYaml({
-      switch: { name: this.prefix, stateDir: this.dir, log: { level: 'info', format: 'json' } },
+      switch: { name: this.prefix, stateDir: this.dir, log: { level: 'info', format: 'json' }, ...(opts.workers !== undefined ? { workers: opts.workers } : {}) },
       ports,
     }));
     this.api = new Client(join(this.dir, `${this.prefix}.sock`));

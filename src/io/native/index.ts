@@ -22,6 +22,9 @@ export interface NativeShim {
   ifIndex(name: string): number;
   close(fd: number): number;
   rawOpen(family: 4 | 6, protocol: number, device: string): number;
+  eventfdOpen(): number;
+  eventfdRing(fd: number): number;
+  eventfdDrain(fd: number): number;
   sendTo(fd: number, buf: Uint8Array, off: number, len: number, address: string): number;
   readBatch(fd: number, mem: Uint8Array, offs: Int32Array, caps: Int32Array, lens: Int32Array, tcis: Int32Array, max: number, mode: number): number;
   writeBatch(fd: number, mem: Uint8Array, hdrOffs: Int32Array, hdrLen: number, offs: Int32Array, lens: Int32Array, tcis: Int32Array, count: number, mode: number): number;

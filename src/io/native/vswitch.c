@@ -38,6 +38,7 @@
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
+#include <sys/eventfd.h>
 #include <linux/ethtool.h>
 #include <linux/if_ether.h>
 #include <linux/if_packet.h>
@@ -321,6 +322,30 @@ static napi_value send_to(napi_env env, napi_callback_info info) {
   return num(env, r < 0 ? -errno : (double)r);
 }
 
+// eventfdOpen() -> fd (non-blocking, close-on-exec): a doorbell between threads' event loops.
+static napi_value eventfd_open(napi_env env, napi_callback_info info) {
+  (void)info;
+  int fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  if (fd < 0) return throw_errno(env, "eventfdOpen", errno);
+  return num(env, fd);
+}
+
+// eventfdRing(fd): add 1 (wakes a poller). Never blocks; a full counter is already ringing.
+static napi_value eventfd_ring(napi_env env, napi_callback_info info) {
+  ARGS(1);
+  uint64_t one = 1;
+  ssize_t r = write(arg_i32(env, argv[0]), &one, sizeof one);
+  return num(env, r < 0 ? -errno : 0);
+}
+
+// eventfdDrain(fd) -> the count since the last drain (0 if none).
+static napi_value eventfd_drain(napi_env env, napi_callback_info info) {
+  ARGS(1);
+  uint64_t v = 0;
+  ssize_t r = read(arg_i32(env, argv[0]), &v, sizeof v);
+  return num(env, r < 0 ? 0 : (double)v);
+}
+
 static napi_value close_fd(napi_env env, napi_callback_info info) {
   ARGS(1);
   int fd = arg_i32(env, argv[0]);
@@ -584,6 +609,9 @@ NAPI_MODULE_INIT() {
   EXPORT("ifIndex", if_index_js);
   EXPORT("close", close_fd);
   EXPORT("rawOpen", raw_open);
+  EXPORT("eventfdOpen", eventfd_open);
+  EXPORT("eventfdRing", eventfd_ring);
+  EXPORT("eventfdDrain", eventfd_drain);
   EXPORT("sendTo", send_to);
   EXPORT("readBatch", read_batch);
   EXPORT("writeBatch", write_batch);

@@ -1,0 +1,217 @@
+// The main thread's side of transmit workers (see tx-worker.ts): a TxChannel
+// per port queues packets by buffer index into a ring the port's worker
+// drains, and takes the buffers back — releasing them to the pool, which
+// only the main thread touches — from the completion ring.
+
+import { Worker } from 'node:worker_threads';
+import type { BufferPool } from '../packet/pool.js';
+import type { Packet } from '../packet/packet.js';
+import type { OutputQueue, Port } from '../switch/port.js';
+import { Drop } from '../switch/counters.js';
+import { native, PollEvent, type NativeShim, type PollHandle } from './native/index.js';
+import { SpscRing } from './ring.js';
+
+/** TX record: buffer index, frame offset, length, TCI (-1 none), virtio header offset, spare. */
+export const TX_WIDTH = 6;
+/** Completion record: buffer index, 1 sent / 0 failed. */
+export const DONE_WIDTH = 2;
+/** Int in the TX ring's header: the worker waits for completion-ring space. */
+export const STALLED = 3;
+
+export interface ChannelSpec {
+  id: number;
+  fd: number;
+  /** IoMode of the fd: 0 writev, 1 sendmmsg. */
+  mode: number;
+  /** virtio_net_hdr bytes before each frame (0: none). */
+  hdrLen: number;
+  capacity: number;
+  /** Byte offsets of the rings in the shared packet memory. */
+  txOff: number;
+  doneOff: number;
+  /** eventfds: main → worker, worker → main. */
+  bell: number;
+  doneBell: number;
+}
+
+let nextId = 1;
+
+/**
+ * Backpressure from transmit workers to receive: while some channel is more
+ * than 3/4 full, receivers pause (briefly) instead of reading frames that
+ * would be dropped at a full ring — a worker that cannot keep up slows the
+ * switch down rather than making TCP retransmit.
+ */
+export const txPressure = {
+  congested: 0,
+  waiters: new Set<() => void>(),
+  resume(): void {
+    if (this.congested > 0) return;
+    const w = [...this.waiters];
+    this.waiters.clear();
+    for (const f of w) f();
+  },
+};
+
+/** One worker thread and the channels it serves. */
+export class TxWorker {
+  readonly thread: Worker;
+  private readonly waiting = new Map<number, () => void>();
+  channels = 0;
+
+  constructor(readonly pool: BufferPool) {
+    const buffer = pool.memory.buffer;
+    if (!(buffer instanceof SharedArrayBuffer)) throw new Error('transmit workers need shared packet memory');
+    this.thread = new Worker(new URL('./tx-worker.js', import.meta.url), { workerData: { buffer } });
+    this.thread.unref();
+    this.thread.on('message', (m: { removed?: number }) => {
+      if (m.removed !== undefined) {
+        this.waiting.get(m.removed)?.();
+        this.waiting.delete(m.removed);
+      }
+    });
+  }
+
+  add(spec: ChannelSpec): void {
+    this.channels++;
+    this.thread.postMessage({ add: spec });
+  }
+
+  /** Ask the worker to let go of a channel; `then` runs once it has. */
+  remove(id: number, then: () => void): void {
+    this.channels--;
+    this.waiting.set(id, then);
+    this.thread.postMessage({ remove: id });
+  }
+
+  terminate(): Promise<number> {
+    return this.thread.terminate();
+  }
+}
+
+export class TxChannel {
+  readonly spec: ChannelSpec;
+  private readonly tx: SpscRing;
+  private readonly done: SpscRing;
+  private readonly shim: NativeShim;
+  private readonly donePoll: PollHandle;
+  /** Virtio header area per TX slot (16 bytes each) in packet memory. */
+  private readonly hdrBase: number;
+  private port: Port | null = null;
+  private closed = false;
+  /** Frames the worker could not send (write errors), for the backend's stats. */
+  failed = 0;
+  private congested = false;
+
+  constructor(readonly worker: TxWorker, private readonly pool: BufferPool, fd: number, mode: number, hdrLen: number, capacity = 4096) {
+    this.shim = native();
+    const mem = pool.memory;
+    const txOff = mem.alloc(SpscRing.bytes(capacity, TX_WIDTH), 64);
+    const doneOff = mem.alloc(SpscRing.bytes(capacity, DONE_WIDTH), 64);
+    this.hdrBase = hdrLen > 0 ? mem.alloc(capacity * 16, 16) : 0;
+    this.spec = {
+      id: nextId++, fd, mode, hdrLen, capacity, txOff, doneOff,
+      bell: this.shim.eventfdOpen(), doneBell: this.shim.eventfdOpen(),
+    };
+    this.tx = new SpscRing(mem.buffer, txOff, capacity, TX_WIDTH);
+    this.done = new SpscRing(mem.buffer, doneOff, capacity, DONE_WIDTH);
+    this.donePoll = this.shim.pollStart(this.spec.doneBell, PollEvent.READABLE, () => {
+      this.shim.eventfdDrain(this.spec.doneBell);
+      this.reap();
+    });
+    worker.add(this.spec);
+  }
+
+  attach(port: Port): void {
+    this.port = port;
+  }
+
+  /**
+   * Queue the output for the worker; `header(p, at, tci)` writes the virtio
+   * header for packet p at byte offset `at`. Returns how many were queued;
+   * each queued packet is held (retained) until the worker is done with it.
+   */
+  enqueue(q: OutputQueue, header: ((p: Packet, at: number, tci: number) => void) | null): number {
+    if (this.closed) return 0;
+    this.reap();
+    const n = Math.min(q.count, this.tx.space());
+    const ints = this.tx.ints;
+    const hdrLen = this.spec.hdrLen;
+    for (let k = 0; k < n; k++) {
+      const p = q.batch.packets[k]!;
+      const tci = q.tci[k]!;
+      const at = this.tx.slotFor(k);
+      const slotIndex = (at - 4) / TX_WIDTH;
+      const hdrOff = this.hdrBase + slotIndex * 16;
+      if (hdrLen > 0 && header !== null) header(p, hdrOff, tci);
+      p.retain();
+      ints[at] = p.index;
+      ints[at + 1] = p.off;
+      ints[at + 2] = p.len;
+      ints[at + 3] = tci;
+      ints[at + 4] = hdrOff;
+    }
+    if (n > 0 && this.tx.publish(n)) this.shim.eventfdRing(this.spec.bell);
+    if (!this.congested && this.tx.space() < this.spec.capacity / 4) {
+      this.congested = true;
+      txPressure.congested++;
+    }
+    return n;
+  }
+
+  /** Take finished buffers back. */
+  private reap(): void {
+    const done = this.done;
+    const n = done.available();
+    if (n === 0) return;
+    const ints = done.ints;
+    const packets = this.pool.packets;
+    let bad = 0;
+    for (let k = 0; k < n; k++) {
+      const at = done.slotAt(k);
+      const p = packets[ints[at]!]!;
+      if (ints[at + 1] === 0) {
+        bad++;
+        if (this.port !== null) {
+          const c = this.port.counters;
+          c.txPackets--;
+          c.txBytes -= p.len;
+          c.txDrops[Drop['tx-error']]!++;
+        }
+      }
+      p.release();
+    }
+    done.consume(n);
+    this.failed += bad;
+    if (this.congested && this.tx.space() > (this.spec.capacity * 3) / 4) {
+      this.congested = false;
+      txPressure.congested--;
+      txPressure.resume();
+    }
+    // The worker may be waiting for room to report more.
+    if (Atomics.load(this.tx.ints, STALLED) === 1) {
+      Atomics.store(this.tx.ints, STALLED, 0);
+      this.shim.eventfdRing(this.spec.bell);
+    }
+  }
+
+  /** Stop: the worker lets go, then the remaining buffers come back and `then` runs (close the fd there). */
+  close(then: () => void): void {
+    if (this.closed) return;
+    this.closed = true;
+    if (this.congested) {
+      this.congested = false;
+      txPressure.congested--;
+      txPressure.resume();
+    }
+    this.worker.remove(this.spec.id, () => {
+      this.reap();
+      // Whatever the worker never took is ours again.
+      this.tx.forEachUnconsumed((slot) => this.pool.packets[this.tx.ints[slot]!]!.release());
+      this.shim.pollStop(this.donePoll);
+      this.shim.close(this.spec.bell);
+      this.shim.close(this.spec.doneBell);
+      then();
+    });
+  }
+}
