@@ -8,7 +8,7 @@ import { fileURLToPath } from 'node:url';
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '../../..');
 const src = join(root, 'src');
-const order = ['types', 'wire', 'packet', 'offload', 'switch', 'io', 'control', 'cli'];
+const order = ['types', 'wire', 'packet', 'offload', 'switch', 'io', 'control', 'agent', 'cli'];
 const core = new Set(['wire', 'packet', 'offload', 'switch']);
 
 function files(dir: string): string[] {

@@ -12,6 +12,10 @@
 // of the kernel command line as VSQ_KEY, runs the test's script (baked into
 // the initramfs as /vsq/run), prints `VSQ-EXIT <status>` and powers off.
 //
+// A test may add files of its own (`files`), e.g. a dynamically linked host
+// binary with the shared libraries ldd names for it (`executableWithLibraries`:
+// iproute2's `ip`, since busybox's has no `ip xfrm`).
+//
 // Builds are cached by kernel release and package version plus a hash of
 // everything that goes in, under $XDG_CACHE_HOME/vswitch-vm or
 // /var/tmp/vswitch-vm-cache.
@@ -142,11 +146,47 @@ sync
 poweroff -f
 `;
 
+/** A file to put into the initramfs. */
+export interface ExtraFile {
+  /** Absolute path inside the VM (its directories are created). */
+  path: string;
+  data: Uint8Array;
+  /** Permission bits (default 0o755). */
+  mode?: number;
+}
+
+/**
+ * A dynamically linked host executable and every shared library `ldd` names
+ * for it (the dynamic loader included), each at the path ldd gives, so it
+ * runs inside the VM as it does on the host. `at` places the executable
+ * elsewhere (default: where it is on the host).
+ */
+export function executableWithLibraries(bin: string, at?: string): ExtraFile[] {
+  const files: ExtraFile[] = [{ path: at ?? bin, data: readFileSync(bin), mode: 0o755 }];
+  const r = spawnSync('ldd', [bin], { encoding: 'utf8' });
+  if (r.status !== 0) {
+    // a static executable: ldd says "not a dynamic executable" and fails
+    if (/not a dynamic executable|statically linked/.test(`${r.stdout}${r.stderr}`)) return files;
+    throw new Error(`ldd ${bin} failed: ${r.stderr || r.error?.message}`);
+  }
+  for (const line of r.stdout.split('\n')) {
+    // "libz.so.1 => /lib/x86_64-linux-gnu/libz.so.1 (0x…)" or "/lib64/ld-linux-x86-64.so.2 (0x…)"
+    const m = /(?:=>\s*)?(\/\S+)\s+\(0x[0-9a-f]+\)/.exec(line);
+    if (/not found/.test(line)) throw new Error(`ldd ${bin}: ${line.trim()}`);
+    if (m === null) continue;
+    const lib = m[1]!;
+    if (!files.some((f) => f.path === lib)) files.push({ path: lib, data: readFileSync(lib), mode: 0o755 });
+  }
+  return files;
+}
+
 export interface InitramfsOptions {
   /** Shell script (busybox sh) run after boot, with VSQ_* from the command line in its environment. */
   script: string;
   /** Kernel modules to load, in order, with their dependencies first (default: e1000). */
   modules?: readonly string[];
+  /** More files (executables, libraries, data) to put in. */
+  files?: readonly ExtraFile[];
   kernel?: KernelInfo;
   cacheDir?: string;
 }
@@ -216,10 +256,12 @@ export function buildInitramfs(opts: InitramfsOptions): BuiltVm {
   mkdirSync(dir, { recursive: true });
   const modules = moduleLoadOrder(k, opts.modules ?? ['e1000']);
   const bb = statSync(BUSYBOX);
-  const key = createHash('sha256')
+  const files = opts.files ?? [];
+  const h = createHash('sha256')
     .update(INIT).update('\0').update(opts.script).update('\0').update(modules.join(' '))
-    .update(`\0${bb.size}:${bb.mtimeMs}`)
-    .digest('hex').slice(0, 16);
+    .update(`\0${bb.size}:${bb.mtimeMs}`);
+  for (const f of files) h.update(`\0${f.path}:${(f.mode ?? 0o755).toString(8)}:`).update(createHash('sha256').update(f.data).digest());
+  const key = h.digest('hex').slice(0, 16);
   const { image: kernelImage, pvh } = kernelImageFor(k, dir);
   const initramfs = join(dir, `initramfs-${key}.cpio.gz`);
   if (existsSync(initramfs)) return { kernel: k, kernelImage, pvh, initramfs, cached: true };
@@ -239,6 +281,18 @@ export function buildInitramfs(opts: InitramfsOptions): BuiltVm {
     entries.push({ name: `lib/modules/${base}`, mode: S_IFREG | 0o644, data: readModule(join(k.modulesDir, m)) });
   }
   entries.push({ name: 'vsq/modules', mode: S_IFREG | 0o644, data: Buffer.from(`${names.join('\n')}\n`) });
+  const have = new Set(entries.map((e) => e.name));
+  for (const f of files) {
+    const rel = f.path.replace(/^\/+/, '');
+    const parts = rel.split('/');
+    for (let i = 1; i < parts.length; i++) {
+      const d = parts.slice(0, i).join('/');
+      if (!have.has(d)) { have.add(d); entries.push({ name: d, mode: S_IFDIR | 0o755 }); }
+    }
+    if (have.has(rel)) throw new Error(`initramfs: ${f.path} is there already`);
+    have.add(rel);
+    entries.push({ name: rel, mode: S_IFREG | (f.mode ?? 0o755), data: f.data });
+  }
   atomicWrite(initramfs, gzipSync(newcArchive(entries), { level: 6 }));
   return { kernel: k, kernelImage, pvh, initramfs, cached: false };
 }
