@@ -82,6 +82,7 @@ function statsOf(ctx: ApiContext, p: Port): Record<string, unknown> {
   const b = ctx.rt.backendOf(p.name);
   const out: Record<string, unknown> = { name: p.name, kind: p.kind, ...p.counters.snapshot() };
   if (b instanceof FdBackend) out['io'] = { ...b.stats };
+  if (b instanceof TapBackend && b.queueCount > 1) out['queues'] = b.queueBackends().map((q) => ({ ...q.stats }));
   if (b instanceof AfPacketBackend) out['kernel'] = { packets: b.kernelPackets, drops: b.kernelDrops };
   if (p.budget !== undefined) out['budget'] = { ...p.budget, tokensNs: p.tokens, backlog: p.backlog.length };
   return out;

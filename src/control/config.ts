@@ -155,6 +155,7 @@ export const CONFIG_SCHEMA = {
           },
           maxMacs: { type: 'integer', minimum: 1 },
           staticMacs: { type: 'array', items: { type: 'string' } },
+          queues: { type: 'integer', minimum: 1, maximum: 16 },
           maxSa: { type: 'integer', minimum: 0, maximum: 65536 },
           qemu: {
             type: 'object',
@@ -207,6 +208,8 @@ export interface PortYaml {
   maxMacs?: number;
   /** MACs pinned to this port (never learned elsewhere, never aged). */
   staticMacs?: string[];
+  /** TAP queues (multi-queue, VMQ-like) for synthetic and host ports. */
+  queues?: number;
   /** vNICs: how many SAs the guest may offload. */
   maxSa?: number;
   /** Legacy ports: a QEMU VM's -netdev stream socket instead of a TAP. */
@@ -480,6 +483,10 @@ function convertPort(p: PortYaml, i: number, L: Located): PortSpec {
   }
   if (p.kind === 'legacy' && (p.passThrough === true || p.offloads !== undefined)) {
     L.add([...at, p.offloads !== undefined ? 'offloads' : 'passThrough'], 'a legacy port never gets offloads');
+  }
+  if (p.queues !== undefined) {
+    if (p.kind !== 'synthetic' && p.kind !== 'host') L.add([...at, 'queues'], 'only synthetic and host vNICs have several queues');
+    spec.queues = p.queues;
   }
   if (p.staticMacs !== undefined) {
     spec.staticMacs = p.staticMacs.map((m, k) => mac(m, [...at, 'staticMacs', k], L)).filter((m): m is number => m !== undefined);

@@ -41,6 +41,8 @@ export interface PortSpec extends Omit<PortConfig, 'kind'> {
   addresses?: string[];
   /** external ports: vswitch's ESP engine is this uplink's IPsec offload (see AfPacketOptions.espEngine). */
   ipsecEngine?: IpsecOffload;
+  /** synthetic/host ports: TAP queues (IFF_MULTI_QUEUE), default 1. */
+  queues?: number;
   /** legacy ports: a QEMU VM's `-netdev stream` socket instead of a TAP. */
   qemu?: { socket: string; mode?: 'listen' | 'connect' };
 }
@@ -129,7 +131,7 @@ export class Runtime {
         sh('ip', ['link', 'set', 'dev', device, 'up']);
         backend = AfPacketBackend.open({ ifname: device, pool: this.pool, ...(spec.ipsecEngine ? { espEngine: spec.ipsecEngine } : {}) });
       } else {
-        const tap = TapBackend.open({ ifname: device, vnetHdr: spec.kind !== 'legacy', pool: this.pool });
+        const tap = TapBackend.open({ ifname: device, vnetHdr: spec.kind !== 'legacy', pool: this.pool, ...(spec.queues !== undefined ? { queues: spec.queues } : {}) });
         backend = tap;
         const mtu = String(spec.mtu ?? 1500);
         if (spec.kind === 'host' || spec.guest === undefined) {
@@ -150,10 +152,11 @@ export class Runtime {
         }
       }
       if (backend instanceof FdBackend && this.txWorkers.length > 0) {
-        // The least busy worker writes for this port.
-        backend.useTxWorker(this.txWorkers.reduce((a, b) => (b.channels < a.channels ? b : a)));
+        // Each queue's writes go to the least busy worker: a multi-queue port spreads over them.
+        const queues = backend instanceof TapBackend ? backend.queueBackends() : [backend];
+        for (const q of queues) q.useTxWorker(this.txWorkers.reduce((a, b) => (b.channels < a.channels ? b : a)));
       }
-      const { device: _d, guest: _g, addresses: _a, ipsecEngine: _i, qemu: _q, ...cfg } = spec;
+      const { device: _d, guest: _g, addresses: _a, ipsecEngine: _i, qemu: _q, queues: _n, ...cfg } = spec;
       const port = this.sw.addPort(cfg, backend);
       backend.onFatal = (why: unknown) => {
         this.log('error', 'port endpoint failed; port set down', { port: spec.name, error: String(why) });
