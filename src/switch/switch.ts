@@ -133,6 +133,8 @@ export class Switch {
   private touchedCount = 0;
   private touchedFlag = new Uint8Array(64);
   private tr: TraceResult | null = null;
+  /** The clock read once per received batch (learning needs no finer time). */
+  private batchNow = 0;
   /** IP → MAC bindings seen (learned while IPsec offload is on). */
   readonly neighbors = new NeighborTable();
   /** IPsec task offload, once enabled with an AEAD implementation. */
@@ -310,6 +312,7 @@ export class Switch {
   /** Process every packet of `batch`, received on `port`; takes ownership of them and clears the batch. */
   receive(port: Port, batch: Batch): void {
     const c = port.counters;
+    this.batchNow = this.now();
     for (let i = 0; i < batch.count; i++) {
       const p = batch.packets[i]!;
       c.rxPackets++;
@@ -559,7 +562,7 @@ export class Switch {
         return this.dropIn(inPort, p, Drop['mac-limit']);
       }
       if (tr === null) {
-        const r = this.macs.learn(vlan, src, inPort.index, this.now());
+        const r = this.macs.learn(vlan, src, inPort.index, this.batchNow);
         if (r === LearnResult.STATIC_CONFLICT) return this.dropIn(inPort, p, Drop['static-mac-conflict']);
         if (r === LearnResult.MOVED) {
           const from = this.ports[this.macs.movedFrom]?.name ?? `#${this.macs.movedFrom}`;
@@ -966,6 +969,7 @@ export class Switch {
         const vlan = port.backlogVlan[k]!;
         k++;
         port.counters.pending--;
+        this.batchNow = now;
         this.forward(p, port, vlan, true);
       }
       port.backlog.splice(0, k);
