@@ -23,7 +23,7 @@ import {
 } from '../offload/ipsec/sa.js';
 import { EspSa, decapsulate, encapsulate, matchesSelector, type Aead, type EspError } from '../offload/ipsec/esp.js';
 import type { Packet } from '../packet/packet.js';
-import type { FrameLayout } from '../wire/frame.js';
+import { L3, type FrameLayout } from '../wire/frame.js';
 import { get32 } from '../wire/bytes.js';
 import { ipv4FromString, ipv6FromString, ipv6ToString } from '../wire/bytes.js';
 
@@ -372,6 +372,11 @@ export class IpsecManager {
   matchOutbound(portIndex: number, buf: Uint8Array, lay: FrameLayout): SaRecord | null {
     const l = this.outByPort[portIndex];
     if (l === undefined) return null;
+    // Link-local and multicast IPv6 (neighbour discovery, router solicitations) never go into an SA.
+    if (lay.l3 === L3.IPV6) {
+      const d0 = buf[lay.l3Off + 24]!;
+      if (d0 === 0xff || (d0 === 0xfe && (buf[lay.l3Off + 25]! & 0xc0) === 0x80)) return null;
+    }
     for (let i = 0; i < l.length; i++) if (matchesSelector(l[i]!.esp, lay, buf)) return l[i]!;
     return null;
   }

@@ -32,7 +32,7 @@ import { aclAllows, aclMatch, checkPortSecurity } from './policy.js';
 import { Port, type PortBackend, type PortConfig } from './port.js';
 import { NeighborTable } from './neighbors.js';
 import { IpsecManager } from './ipsec.js';
-import { matchesSelector, type Aead } from '../offload/ipsec/esp.js';
+import { espMaxOverhead, matchesSelector, type Aead } from '../offload/ipsec/esp.js';
 import { OFFLOAD_MODE_NAMES, OffloadMode, Resolution, resolveOffload } from './resolve.js';
 
 export interface SwitchOptions {
@@ -677,7 +677,7 @@ export class Switch {
           // Never in the clear anywhere else: drop, and let the SA go back to its VM.
           if (td !== null) { td.offload = 'drop'; td.drop = 'ipsec-no-sa'; td.why = `plaintext of SA 0x${rec.sa.spi.toString(16)} may only leave encrypted through ${rec.uplink.name}`; return false; }
           oc.txDrops[Drop['ipsec-no-sa']]!++;
-          // Switched (not flooded) somewhere else: the peer is no longer behind the uplink.
+          // Switched (not flooded) somewhere else — the peer moved or the VM's route did: the SA goes back.
           if (exclusive) {
             const ipsec = this.ipsec;
             queueMicrotask(() => ipsec.destinationChanged(rec));
@@ -811,22 +811,49 @@ export class Switch {
       }
     }
     const v = this.variants;
+    const m = p.meta;
+    const lay = this.lay;
+    // ESP makes every packet longer: what the guest sized for the MTU must be
+    // cut smaller first. TCP can be re-segmented at any size; a datagram cannot.
+    const overhead = espMaxOverhead(rec.esp);
+    const ipLen = lay.ipEnd - lay.l3Off;
+    const tcp = lay.l4Proto === IpProtocol.TCP && lay.l4HeaderLen > 0;
+    const fit = out.mtu - overhead - (lay.payloadOff - lay.l3Off);
+    let mss = 0;
+    if (tcp && (m.isGso ? m.gsoSize > fit : ipLen + overhead > out.mtu)) {
+      if (fit < 64) {
+        oc.txDrops[Drop['mtu-exceeded']]!++;
+        return false;
+      }
+      mss = fit;
+    } else if (!tcp && (m.isGso ? m.gsoSize + overhead + (lay.payloadOff - lay.l3Off) > out.mtu : ipLen + overhead > out.mtu)) {
+      oc.txDrops[Drop['mtu-exceeded']]!++;
+      return false;
+    }
     let sent = 0;
-    if (p.meta.isGso) {
+    if (m.isGso || mss > 0) {
       if (!v.fullDone) {
+        const gso = m.gsoType;
+        const size = m.gsoSize;
+        if (mss > 0) {
+          m.gsoType = lay.l3 === L3.IPV6 ? GsoType.TCPV6 : GsoType.TCPV4;
+          m.gsoSize = mss;
+        }
         const t0 = this.clockNs();
-        v.fullError = segment(p, v.full, FULL, this.lay);
+        v.fullError = segment(p, v.full, FULL, lay);
         v.fullDone = true;
+        m.gsoType = gso;
+        m.gsoSize = size;
         this.charge(inPort, p.len, this.clockNs() - t0);
       }
       if (v.fullError !== null) {
         oc.txDrops[Drop['offload-failed']]!++;
         return false;
       }
-      const lay = this.lay2;
+      const slay = this.lay2;
       for (let i = 0; i < v.full.count; i++) {
         const s = v.full.packets[i]!;
-        if (parseFrame(s.buf, s.off, s.len, lay) !== null || ipsec.encrypt(s, rec, lay) !== null) {
+        if (parseFrame(s.buf, s.off, s.len, slay) !== null || ipsec.encrypt(s, rec, slay) !== null) {
           oc.txDrops[Drop['offload-failed']]!++;
           continue;
         }
@@ -852,9 +879,9 @@ export class Switch {
       copy.meta.copyFrom(p.meta);
       c = copy;
     }
-    const lay = c === p ? this.lay : this.lay2;
-    let e: string | null = c === p ? null : parseFrame(c.buf, c.off, c.len, lay);
-    if (e === null) e = ipsec.encrypt(c, rec, lay);
+    const clay = c === p ? lay : this.lay2;
+    let e: string | null = c === p ? null : parseFrame(c.buf, c.off, c.len, clay);
+    if (e === null) e = ipsec.encrypt(c, rec, clay);
     if (e !== null) {
       if (c !== p) c.release();
       oc.txDrops[Drop['offload-failed']]!++;

@@ -266,11 +266,12 @@ export class EspSa {
 
 function parseSelector(sa: SecurityAssociation, src: AddressPrefix, dst: AddressPrefix, where: string): ParsedSelector {
   const s = sa.selector ?? {};
-  const transport = sa.mode === 'transport';
-  // Transport mode protects the endpoints' own traffic; a tunnel carries
-  // other hosts' packets, so without a selector it takes any inner address.
-  const sp = s.src !== undefined ? AddressPrefix.parse(s.src, `${where} selector src`) : transport ? src : AddressPrefix.ANY;
-  const dp = s.dst !== undefined ? AddressPrefix.parse(s.dst, `${where} selector dst`) : transport ? dst : AddressPrefix.ANY;
+  // Without a selector an SA protects its endpoints' own traffic, in either
+  // mode: a tunnel for other hosts' packets must say which (a "match
+  // anything" default would pull every packet of the VM, neighbour discovery
+  // and local traffic included, into the tunnel).
+  const sp = s.src !== undefined ? AddressPrefix.parse(s.src, `${where} selector src`) : src;
+  const dp = s.dst !== undefined ? AddressPrefix.parse(s.dst, `${where} selector dst`) : dst;
   const int = (v: number | undefined, max: number, name: string): number => {
     if (v === undefined) return -1;
     if (!Number.isInteger(v) || v < 0 || v > max) throw new RangeError(`${where}: selector ${name} ${v} is not 0..${max}`);
@@ -338,6 +339,12 @@ function encapEcn(inner: number): number {
 }
 
 /** IP packet length after encapsulation of the packet `lay` describes (for MTU checks); -1 if not IP. */
+/** The most ESP can add to an IP packet with this SA (pad at its largest; the outer header in tunnel mode). */
+export function espMaxOverhead(sa: EspSa): number {
+  const outer = sa.mode === 'tunnel' ? (sa.family === 4 ? IPV4_MIN_HEADER_LEN : IPV6_HEADER_LEN) : 0;
+  return outer + ESP_PREFIX + 3 + ESP_TRAILER_MIN_LEN + ESP_ICV_BYTES;
+}
+
 export function espEncapsulatedLength(sa: EspSa, lay: FrameLayout): number {
   if (lay.l3 === L3.NONE) return -1;
   if (sa.mode === 'tunnel') {

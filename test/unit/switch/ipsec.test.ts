@@ -274,3 +274,46 @@ test('inbound: a peer with a valid SA may only send what the SA covers (RFC 4301
   assert.equal(t.ports.peer.counters.dropsByReason('rx')['ipsec-selector'], 1);
   assertBalanced(t);
 });
+
+test('ESP never makes a frame too big for the uplink: full-size TCP is re-segmented to fit, an over-long datagram is dropped and counted', () => {
+  const t = ipsecLab();
+  t.sw.ipsec!.add(t.ports.vm1, sa('out'));
+  // A 1500-byte IP packet (no TSO): after ESP it would be 1537 B.
+  inject(t.sw, t.ports.vm1, [tcpFrame('vm1', 'peer', 1460, { checksum: 'full' })]);
+  let got = t.be.peer.take();
+  assert.equal(got.length, 2, 'split into two segments');
+  for (const g of got) assert.ok(g.frame.length - 14 <= 1500, `ESP packet of ${g.frame.length - 14} B`);
+  // A TSO super-frame with MSS 1448: segments are cut smaller than 1448.
+  inject(t.sw, t.ports.vm1, [tcpFrame('vm1', 'peer', 14480)], tso(1448));
+  got = t.be.peer.take();
+  assert.ok(got.length > 10);
+  const peerSa = new EspSa({ ...sa('out'), direction: 'in' });
+  const pool = new BufferPool({ classes: [{ bufferSize: 4096, count: 32 }] });
+  let bytes = 0;
+  for (const g of got) {
+    assert.ok(g.frame.length - 14 <= 1500);
+    const p = packetFrom(pool, g.frame);
+    if (decapsulate(p, peerSa, nodeAead, layoutOfPacket(p)) === null) {
+      const l = layoutOf(p.copyOut());
+      bytes += l.ipEnd - l.payloadOff;
+    }
+    p.release();
+  }
+  assert.equal(bytes, 14480, 'every byte arrives');
+  // UDP cannot be re-segmented: a datagram that would not fit is dropped and counted.
+  const big = buildFrame({ srcMac: MAC.vm1, dstMac: MAC.peer, ip: { version: 4, src: IP4.vm1, dst: IP4.peer }, l4: { kind: 'udp', sport: 1, dport: 2 }, payload: 1472 }).frame;
+  inject(t.sw, t.ports.vm1, [big]);
+  assert.equal(t.be.peer.take().length, 0);
+  assert.equal(t.ports.peer.counters.dropsByReason('tx')['mtu-exceeded'], 1);
+  assertBalanced(t);
+});
+
+test('a tunnel SA without a selector protects its endpoints\' traffic only: other local traffic is not pulled in', async () => {
+  const t = ipsecLab();
+  t.sw.ipsec!.add(t.ports.vm1, sa('out', { mode: 'tunnel' }));
+  inject(t.sw, t.ports.vm1, [tcpFrame('vm1', 'vm2', 100, { checksum: 'full' })]);
+  assert.equal(t.be.vm2.take().length, 1, 'vm1 → vm2 is not IPsec traffic');
+  await flush();
+  assert.equal(t.uploads.length, 0);
+  assertBalanced(t);
+});

@@ -554,7 +554,7 @@ test('EspSa refuses malformed SAs with the reason', () => {
   assert.equal(hex(sa.key), hex(KEY['aes-gcm-128']));
 });
 
-test('matchesSelector: transport defaults to the SA endpoints; prefixes, protocol and ports narrow it; tunnel defaults to any', () => {
+test('matchesSelector: defaults to the SA endpoints in both modes; prefixes, protocol and ports narrow or widen it', () => {
   const m = (sel: TrafficSelector | undefined, f: Uint8Array, mode: IpsecMode = 'transport', family: 4 | 6 = 4) => {
     const sa = new EspSa({ ...saSpec({ mode, family }, 'out'), ...(sel ? { selector: sel } : {}) });
     const l = new FrameLayout();
@@ -586,14 +586,17 @@ test('matchesSelector: transport defaults to the SA endpoints; prefixes, protoco
   frag[14 + 6] = 0x00; frag[14 + 7] = 0x10;
   assert.equal(m({ dstPort: 443 }, frag), false);
   assert.equal(m(undefined, frag), true);
-  // IPv6 prefixes; tunnel mode defaults to any inner address.
+  // IPv6 prefixes. A tunnel without a selector carries only its endpoints' own
+  // traffic; other hosts' packets need a selector that names them.
   const six = frame({ ip: { version: 6, src: V6.a, dst: '2001:db8:1::5' } });
   assert.equal(m({ dst: '2001:db8::/32' }, six, 'transport', 6), true);
   assert.equal(m({ dst: '2001:db8::/48' }, six, 'transport', 6), false);
   assert.equal(m({ dst: '2001:db8::/47' }, six, 'transport', 6), true);
-  assert.equal(m(undefined, six, 'tunnel', 4), true);
-  assert.equal(m(undefined, tcp('198.18.3.3', '198.18.4.4'), 'tunnel', 6), true);
-  assert.equal(m({ src: '198.18.3.0/24' }, tcp('198.18.4.3', '198.18.4.4'), 'tunnel', 6), false);
+  assert.equal(m(undefined, six, 'tunnel', 4), false, 'inner IPv6 is not the IPv4 endpoints\' traffic');
+  assert.equal(m(undefined, tcp(V4.ta, V4.tb), 'tunnel', 4), true);
+  assert.equal(m(undefined, tcp('198.18.3.3', '198.18.4.4'), 'tunnel', 4), false);
+  assert.equal(m({ src: '0.0.0.0/0', dst: '198.18.4.0/24' }, tcp('198.18.3.3', '198.18.4.4'), 'tunnel', 6), true);
+  assert.equal(m({ src: '198.18.3.0/24', dst: '0.0.0.0/0' }, tcp('198.18.4.3', '198.18.4.4'), 'tunnel', 6), false);
 });
 
 test('restoreReplay: an inbound SA continues from a handed-back window', () => {
