@@ -12,6 +12,7 @@ export const PollEvent = { READABLE: 1, WRITABLE: 2 } as const;
 export const IoMode = { FD: 0, PACKET: 1 } as const;
 
 export interface PollHandle { readonly __poll: unique symbol }
+export interface AeadHandle { readonly __aead: unique symbol }
 
 export interface NativeShim {
   tapOpen(name: string, flags: number, vnetHdrSize: number): [fd: number, name: string];
@@ -23,6 +24,9 @@ export interface NativeShim {
   close(fd: number): number;
   rawOpen(family: 4 | 6, protocol: number, device: string): number;
   eventfdOpen(): number;
+  aeadNew(key: Uint8Array): AeadHandle;
+  aeadSeal(h: AeadHandle, nonce: Uint8Array, aad: Uint8Array, buf: Uint8Array, off: number, len: number, tag: Uint8Array, tagOff: number): void;
+  aeadOpen(h: AeadHandle, nonce: Uint8Array, aad: Uint8Array, buf: Uint8Array, off: number, len: number, tag: Uint8Array, tagOff: number): boolean;
   eventfdRing(fd: number): number;
   eventfdDrain(fd: number): number;
   sendTo(fd: number, buf: Uint8Array, off: number, len: number, address: string): number;

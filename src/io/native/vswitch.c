@@ -45,6 +45,11 @@
 #include <linux/if_tun.h>
 #include <linux/sockios.h>
 
+// AES-GCM for the ESP engine: Node's own OpenSSL (its headers ship with Node,
+// its symbols are exported by the node binary), one cipher context per SA
+// key, set up once — the per-packet cost is then the cipher itself.
+#include <openssl/evp.h>
+
 #ifndef PACKET_VNET_HDR_SZ
 #define PACKET_VNET_HDR_SZ 24
 #endif
@@ -498,6 +503,105 @@ static napi_value write_batch(napi_env env, napi_callback_info info) {
   return num(env, sent);
 }
 
+// --- AES-GCM (RFC 4106 ESP) ------------------------------------------------------
+
+#define AEAD_SCRATCH (65536 + 256)
+
+typedef struct {
+  EVP_CIPHER_CTX* enc;
+  EVP_CIPHER_CTX* dec;
+  uint8_t* scratch;  // decrypt lands here first: nothing is written back unless the tag verifies
+} aead_t;
+
+static void aead_finalize(napi_env env, void* data, void* hint) {
+  (void)env; (void)hint;
+  aead_t* a = (aead_t*)data;
+  EVP_CIPHER_CTX_free(a->enc);
+  EVP_CIPHER_CTX_free(a->dec);
+  free(a->scratch);
+  free(a);
+}
+
+// aeadNew(key 16|32 bytes) -> handle
+static napi_value aead_new(napi_env env, napi_callback_info info) {
+  ARGS(1);
+  size_t klen = 0;
+  uint8_t* key = arg_ta(env, argv[0], &klen);
+  const EVP_CIPHER* c = klen == 16 ? EVP_aes_128_gcm() : klen == 32 ? EVP_aes_256_gcm() : NULL;
+  if (!key || !c) { napi_throw_range_error(env, NULL, "aeadNew: key must be 16 or 32 bytes"); return NULL; }
+  aead_t* a = calloc(1, sizeof *a);
+  if (!a) return throw_errno(env, "aeadNew", ENOMEM);
+  a->enc = EVP_CIPHER_CTX_new();
+  a->dec = EVP_CIPHER_CTX_new();
+  a->scratch = malloc(AEAD_SCRATCH);
+  int ok = a->enc && a->dec && a->scratch &&
+    EVP_EncryptInit_ex(a->enc, c, NULL, NULL, NULL) == 1 && EVP_CIPHER_CTX_ctrl(a->enc, EVP_CTRL_GCM_SET_IVLEN, 12, NULL) == 1 &&
+    EVP_EncryptInit_ex(a->enc, NULL, NULL, key, NULL) == 1 &&
+    EVP_DecryptInit_ex(a->dec, c, NULL, NULL, NULL) == 1 && EVP_CIPHER_CTX_ctrl(a->dec, EVP_CTRL_GCM_SET_IVLEN, 12, NULL) == 1 &&
+    EVP_DecryptInit_ex(a->dec, NULL, NULL, key, NULL) == 1;
+  if (!ok) {
+    aead_finalize(env, a, NULL);
+    napi_throw_error(env, NULL, "aeadNew: OpenSSL could not set up AES-GCM");
+    return NULL;
+  }
+  napi_value h;
+  napi_create_external(env, a, aead_finalize, NULL, &h);
+  return h;
+}
+
+// aeadSeal(h, nonce(12), aad, buf, off, len, tag, tagOff): encrypt buf[off..off+len) in place, tag out.
+static napi_value aead_seal(napi_env env, napi_callback_info info) {
+  ARGS(8);
+  aead_t* a = NULL;
+  napi_get_value_external(env, argv[0], (void**)&a);
+  size_t nlen = 0, alen = 0, blen = 0, tlen = 0;
+  uint8_t* nonce = arg_ta(env, argv[1], &nlen);
+  uint8_t* aad = arg_ta(env, argv[2], &alen);
+  uint8_t* buf = arg_ta(env, argv[3], &blen);
+  int32_t off = arg_i32(env, argv[4]), len = arg_i32(env, argv[5]);
+  uint8_t* tag = arg_ta(env, argv[6], &tlen);
+  int32_t toff = arg_i32(env, argv[7]);
+  if (!a || !nonce || nlen != 12 || !buf || off < 0 || len < 0 || (size_t)off + (size_t)len > blen || !tag || toff < 0 || (size_t)toff + 16 > tlen) {
+    napi_throw_range_error(env, NULL, "aeadSeal: bad arguments");
+    return NULL;
+  }
+  int outl = 0, ok = EVP_EncryptInit_ex(a->enc, NULL, NULL, NULL, nonce) == 1 &&
+    (alen == 0 || EVP_EncryptUpdate(a->enc, NULL, &outl, aad, (int)alen) == 1) &&
+    EVP_EncryptUpdate(a->enc, buf + off, &outl, buf + off, len) == 1 &&
+    EVP_EncryptFinal_ex(a->enc, buf + off + outl, &outl) == 1 &&
+    EVP_CIPHER_CTX_ctrl(a->enc, EVP_CTRL_GCM_GET_TAG, 16, tag + toff) == 1;
+  if (!ok) { napi_throw_error(env, NULL, "aeadSeal: OpenSSL failed"); return NULL; }
+  return NULL;
+}
+
+// aeadOpen(h, nonce, aad, buf, off, len, tag, tagOff) -> true and the plaintext in place, or false and buf untouched.
+static napi_value aead_open(napi_env env, napi_callback_info info) {
+  ARGS(8);
+  aead_t* a = NULL;
+  napi_get_value_external(env, argv[0], (void**)&a);
+  size_t nlen = 0, alen = 0, blen = 0, tlen = 0;
+  uint8_t* nonce = arg_ta(env, argv[1], &nlen);
+  uint8_t* aad = arg_ta(env, argv[2], &alen);
+  uint8_t* buf = arg_ta(env, argv[3], &blen);
+  int32_t off = arg_i32(env, argv[4]), len = arg_i32(env, argv[5]);
+  uint8_t* tag = arg_ta(env, argv[6], &tlen);
+  int32_t toff = arg_i32(env, argv[7]);
+  napi_value r;
+  if (!a || !nonce || nlen != 12 || !buf || off < 0 || len < 0 || len > AEAD_SCRATCH || (size_t)off + (size_t)len > blen || !tag || toff < 0 || (size_t)toff + 16 > tlen) {
+    napi_get_boolean(env, false, &r);
+    return r;
+  }
+  int outl = 0, fin = 0;
+  int ok = EVP_DecryptInit_ex(a->dec, NULL, NULL, NULL, nonce) == 1 &&
+    (alen == 0 || EVP_DecryptUpdate(a->dec, NULL, &outl, aad, (int)alen) == 1) &&
+    EVP_DecryptUpdate(a->dec, a->scratch, &outl, buf + off, len) == 1 &&
+    EVP_CIPHER_CTX_ctrl(a->dec, EVP_CTRL_GCM_SET_TAG, 16, tag + toff) == 1 &&
+    EVP_DecryptFinal_ex(a->dec, a->scratch + outl, &fin) == 1;
+  if (ok) memcpy(buf + off, a->scratch, (size_t)len);
+  napi_get_boolean(env, ok, &r);
+  return r;
+}
+
 // --- event loop integration ----------------------------------------------------
 
 typedef struct {
@@ -610,6 +714,9 @@ NAPI_MODULE_INIT() {
   EXPORT("close", close_fd);
   EXPORT("rawOpen", raw_open);
   EXPORT("eventfdOpen", eventfd_open);
+  EXPORT("aeadNew", aead_new);
+  EXPORT("aeadSeal", aead_seal);
+  EXPORT("aeadOpen", aead_open);
   EXPORT("eventfdRing", eventfd_ring);
   EXPORT("eventfdDrain", eventfd_drain);
   EXPORT("sendTo", send_to);
