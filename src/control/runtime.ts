@@ -98,7 +98,8 @@ export class Runtime {
   private readonly txWorkers: TxWorker[] = [];
 
   constructor(opts: RuntimeOptions = {}) {
-    this.pool = new BufferPool({ classes: opts.pool?.classes ?? RUNTIME_POOL });
+    // Scratch for the backends: virtio header areas, and each transmit channel's rings (~200 KiB per queue).
+    this.pool = new BufferPool({ classes: opts.pool?.classes ?? RUNTIME_POOL, scratchBytes: 64 << 20 });
     this.sw = new Switch({ pool: this.pool, ...(opts.macAgingMs !== undefined ? { macAgingMs: opts.macAgingMs } : {}) });
     this.log = opts.log ?? (() => {});
     for (let i = 0; i < (opts.txWorkers ?? 0); i++) this.txWorkers.push(new TxWorker(this.pool));
@@ -211,5 +212,7 @@ export class Runtime {
         this.log('warn', 'port removal failed', { port: name, error: String(e) });
       }
     }
+    // The workers go too; channels still waiting for them are abandoned (their fds closed).
+    for (const w of this.txWorkers) w.terminate();
   }
 }

@@ -58,6 +58,7 @@ export class TxWorker {
   readonly thread: Worker;
   private readonly waiting = new Map<number, () => void>();
   channels = 0;
+  private gone = false;
 
   constructor(readonly pool: BufferPool) {
     const buffer = pool.memory.buffer;
@@ -77,15 +78,26 @@ export class TxWorker {
     this.thread.postMessage({ add: spec });
   }
 
-  /** Ask the worker to let go of a channel; `then` runs once it has. */
+  /** Ask the worker to let go of a channel; `then` runs once it has (at once if the worker is gone). */
   remove(id: number, then: () => void): void {
     this.channels--;
+    if (this.gone) {
+      then();
+      return;
+    }
     this.waiting.set(id, then);
     this.thread.postMessage({ remove: id });
   }
 
-  terminate(): Promise<number> {
-    return this.thread.terminate();
+  /** Stop the thread; channels still waiting for it finish their cleanup now. */
+  terminate(): void {
+    if (this.gone) return;
+    this.gone = true;
+    void this.thread.terminate().then(() => {
+      const w = [...this.waiting.values()];
+      this.waiting.clear();
+      for (const f of w) f();
+    });
   }
 }
 

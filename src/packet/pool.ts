@@ -39,6 +39,8 @@ export interface BufferPoolOptions {
   headroom?: number;
   /** Memory to carve from; by default the pool makes its own, sized to fit. */
   memory?: PacketMemory;
+  /** Bytes of packet memory beyond the buffers for backends' rings and scratch (default 1 MiB). */
+  scratchBytes?: number;
 }
 
 export interface SizeClassStats {
@@ -80,7 +82,7 @@ export class BufferPool {
       }
     }
     // Plus room for backends' small fixed areas (e.g. virtio header scratch).
-    const total = specs.reduce((n, s) => n + ((s.bufferSize + 63) & ~63) * s.count + 64, 0) + SCRATCH_BYTES;
+    const total = specs.reduce((n, s) => n + ((s.bufferSize + 63) & ~63) * s.count + 64, 0) + (opts.scratchBytes ?? SCRATCH_BYTES);
     this.memory = opts.memory ?? new PacketMemory(total);
     this.bytes = this.memory.bytes;
     for (let c = 0; c < specs.length; c++) {

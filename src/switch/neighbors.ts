@@ -50,10 +50,13 @@ export class NeighborTable {
 
   private set4(ip: number, mac: number): void {
     if (ip === 0) return;
-    const prev = this.v4.get(ip);
+    // Keyed by the address as a signed 32-bit integer: a small integer to V8,
+    // where the unsigned value above 2^31 would be boxed on every lookup.
+    const key = ip | 0;
+    const prev = this.v4.get(key);
     if (prev === mac) return;
-    this.v4.set(ip, mac);
-    this.onChange?.({ ip: ipv4ToString(ip), mac, previous: prev ?? -1 });
+    this.v4.set(key, mac);
+    this.onChange?.({ ip: ipv4ToString(ip >>> 0), mac, previous: prev ?? -1 });
   }
 
   private set6(ip: string, mac: number): void {
@@ -68,7 +71,7 @@ export class NeighborTable {
     if (ip.includes(':')) return this.v6.get(ip) ?? -1;
     const parts = ip.split('.').map(Number);
     if (parts.length !== 4) return -1;
-    return this.v4.get(((parts[0]! << 24) | (parts[1]! << 16) | (parts[2]! << 8) | parts[3]!) >>> 0) ?? -1;
+    return this.v4.get((parts[0]! << 24) | (parts[1]! << 16) | (parts[2]! << 8) | parts[3]!) ?? -1;
   }
 
   get size(): number {
@@ -77,7 +80,7 @@ export class NeighborTable {
 
   entries(): { ip: string; mac: number }[] {
     return [
-      ...[...this.v4].map(([ip, mac]) => ({ ip: ipv4ToString(ip), mac })),
+      ...[...this.v4].map(([ip, mac]) => ({ ip: ipv4ToString(ip >>> 0), mac })),
       ...[...this.v6].map(([ip, mac]) => ({ ip, mac })),
     ];
   }
