@@ -19,7 +19,8 @@ export class Client {
     return new Promise((resolve, reject) => {
       const payload = body === undefined ? undefined : JSON.stringify(body);
       const req = request({
-        socketPath: this.socket, method, path,
+        // No keep-alive: a reused socket can meet the daemon's idle timeout mid-request (EPIPE).
+        socketPath: this.socket, method, path, agent: false,
         headers: payload === undefined ? {} : { 'content-type': 'application/json', 'content-length': Buffer.byteLength(payload) },
       }, resolve);
       req.on('error', (e: NodeJS.ErrnoException) => {

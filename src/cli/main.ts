@@ -49,6 +49,11 @@ change
 demo
   demo [--quick] [--memory]    the README's demo: a small data centre in namespaces (in memory without root)
 
+inside a VM
+  guest-agent --socket S --token-file T --sas FILE [--device DEV] [--local-only] [--json]
+                               offload the VM's IPsec SAs to the switch, take them back on upload
+                               (docs/ipsec.md)
+
 common options: --json (machine-readable output), --socket PATH, -h/--help, --version
 `;
 
@@ -111,6 +116,11 @@ async function main(argv: string[]): Promise<number> {
     process.argv = [process.argv[0]!, process.argv[1]!, ...argv.slice(1)];
     await import('./demo.js');
     return typeof process.exitCode === 'number' ? process.exitCode : 0;
+  }
+  if (argv[0] === 'guest-agent') {
+    // Runs inside a VM, with options of its own (src/agent/main.ts).
+    const { agentMain } = await import('../agent/main.js');
+    return agentMain(argv.slice(1));
   }
   if (argv[0] === 'stats' && argv.includes('--watch')) {
     // `stats [PORT] --watch [S]`: a number right after --watch is the interval.

@@ -183,7 +183,12 @@ export class GuestApi {
       }
       if (req.method === 'GET' && path === '/v1/guest/events') {
         const wait = Math.min(Number(url.searchParams.get('wait') ?? 0) || 0, 60_000);
-        return send(res, 200, { events: await ipsec.nextEvents(port, wait) });
+        let closed = false;
+        res.once('close', () => { closed = true; });
+        const events = await ipsec.nextEvents(port, wait, () => closed || res.destroyed);
+        // The agent hung up while waiting: its events go to the next request.
+        if (closed || res.destroyed) return ipsec.giveBack(port, events);
+        return send(res, 200, { events });
       }
       if (m !== null) {
         const dir = m[1] as SaDirection;

@@ -42,6 +42,7 @@ export const DROP_REASONS = [
   'ipsec-replay',            // inbound ESP with a sequence number seen before or left behind by the window
   'ipsec-malformed',         // inbound ESP too short, bad padding or next header
   'ipsec-selector',          // decrypted inner packet outside its SA's traffic selector (RFC 4301 §5.2)
+  'ipsec-fragment',          // an IP fragment of an offloaded transport-mode flow (ESP needs whole datagrams)
 ] as const;
 export type DropReason = (typeof DROP_REASONS)[number];
 

@@ -24,6 +24,7 @@ import {
 import { EspSa, decapsulate, encapsulate, matchesSelector, type Aead, type EspError } from '../offload/ipsec/esp.js';
 import type { Packet } from '../packet/packet.js';
 import { L3, type FrameLayout } from '../wire/frame.js';
+import { IpProtocol } from '../wire/ipv4.js';
 import { get32 } from '../wire/bytes.js';
 import { ipv4FromString, ipv6FromString, ipv6ToString } from '../wire/bytes.js';
 
@@ -121,6 +122,12 @@ function canonical(ip: string): string | null {
   }
   const n = ipv4FromString(ip);
   return n === null ? null : ip.split('.').map(Number).join('.');
+}
+
+function bytesEqual(a: Uint8Array, b: Uint8Array): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
 }
 
 function hex(b: Uint8Array): string {
@@ -222,6 +229,10 @@ export class IpsecManager {
     if (src === null || dst === null || src.includes(':') !== dst.includes(':') || !Number.isInteger(sa.spi) || sa.spi <= 0 || sa.spi > 0xffffffff) {
       return this.reject(port, sa, 'bad-address', 'src and dst must be IP addresses of one family and the SPI 1..2^32-1');
     }
+    const same = this.records.find((r) => r !== undefined && r.state === 'offloaded' && r.port === port && r.sa.direction === sa.direction &&
+      r.sa.spi === sa.spi && r.sa.algorithm === sa.algorithm && r.sa.mode === sa.mode && r.sa.src === sa.src && r.sa.dst === sa.dst &&
+      bytesEqual(r.sa.key, sa.key) && bytesEqual(r.sa.salt, sa.salt) && JSON.stringify(r.sa.selector) === JSON.stringify(sa.selector));
+    if (same !== undefined) return same; // a restarted agent offloading what it had: already done
     if (this.records.some((r) => r !== undefined && r.state !== 'uploaded' && r.sa.direction === sa.direction && r.sa.spi === sa.spi)) {
       return this.reject(port, sa, 'duplicate-spi', `an ${sa.direction}bound SA with SPI 0x${sa.spi.toString(16)} exists`);
     }
@@ -291,7 +302,10 @@ export class IpsecManager {
     if (rec === undefined || rec.state !== 'uploading') return false;
     rec.state = 'uploaded';
     rec.since = new Date();
-    this.unmatch(rec);
+    // Inbound ESP is the VM's now; outbound, the SA keeps guarding: plaintext
+    // that matches it (something queued before the VM's route changed) is dropped,
+    // never forwarded in the clear. Deleting the SA lifts the guard.
+    if (this.inBySpi.get(rec.sa.spi) === rec) this.inBySpi.delete(rec.sa.spi);
     return true;
   }
 
@@ -338,9 +352,14 @@ export class IpsecManager {
     }
   }
 
-  /** Upload events for a port's agent (waits up to `waitMs` for one to come). */
-  async nextEvents(port: Port, waitMs: number): Promise<UploadEvent[]> {
+  /**
+   * Upload events for a port's agent (waits up to `waitMs` for one to come).
+   * A waiter whose client went away (`gone()` true) leaves the events for the
+   * next one; `giveBack` returns events that could not be delivered.
+   */
+  async nextEvents(port: Port, waitMs: number, gone: () => boolean = () => false): Promise<UploadEvent[]> {
     const take = () => {
+      if (gone()) return [];
       const q = this.pending.get(port.name) ?? [];
       this.pending.delete(port.name);
       return q;
@@ -348,12 +367,25 @@ export class IpsecManager {
     const now = take();
     if (now.length > 0 || waitMs <= 0) return now;
     await new Promise<void>((res) => {
-      const t = setTimeout(res, waitMs);
       const list = this.waiters.get(port.name) ?? [];
-      list.push(() => { clearTimeout(t); res(); });
+      const wake = () => { clearTimeout(t); res(); };
+      const t = setTimeout(() => {
+        const l = this.waiters.get(port.name);
+        if (l !== undefined) l.splice(l.indexOf(wake), 1);
+        res();
+      }, waitMs);
+      list.push(wake);
       this.waiters.set(port.name, list);
     });
     return take();
+  }
+
+  /** Events a client could not be given (its connection closed): first in line for the next one. */
+  giveBack(port: Port, events: UploadEvent[]): void {
+    if (events.length === 0) return;
+    this.pending.set(port.name, [...events, ...(this.pending.get(port.name) ?? [])]);
+    for (const w of this.waiters.get(port.name) ?? []) w();
+    this.waiters.delete(port.name);
   }
 
   // --- data path ------------------------------------------------------------
@@ -377,7 +409,13 @@ export class IpsecManager {
       const d0 = buf[lay.l3Off + 24]!;
       if (d0 === 0xff || (d0 === 0xfe && (buf[lay.l3Off + 25]! & 0xc0) === 0x80)) return null;
     }
-    for (let i = 0; i < l.length; i++) if (matchesSelector(l[i]!.esp, lay, buf)) return l[i]!;
+    // The VM's own ESP (once an SA is uploaded) is already protected, unless a selector asks for ESP itself.
+    const esp = lay.l4Proto === IpProtocol.ESP;
+    for (let i = 0; i < l.length; i++) {
+      const r = l[i]!;
+      if (esp && r.esp.selector.protocol !== IpProtocol.ESP) continue;
+      if (matchesSelector(r.esp, lay, buf)) return r;
+    }
     return null;
   }
 

@@ -455,10 +455,11 @@ export class Switch {
       if (ipsec.hasOutbound(inPort.index) && !m.ipsecDecrypted) {
         const rec = ipsec.matchOutbound(inPort.index, buf, lay);
         if (rec !== null) {
-          if (rec.state === 'uploading') {
-            if (tr !== null) this.stage('ipsec', 'drop', `SA 0x${rec.sa.spi.toString(16)} is being uploaded: plaintext held back`);
+          if (rec.state !== 'offloaded') {
+            const uploading = rec.state === 'uploading';
+            if (tr !== null) this.stage('ipsec', 'drop', `SA 0x${rec.sa.spi.toString(16)} ${uploading ? 'is being uploaded' : 'is the VM\'s own now'}: plaintext held back`);
             else rec.droppedWhileUploading++;
-            this.dropIn(inPort, p, Drop['ipsec-uploading']);
+            this.dropIn(inPort, p, uploading ? Drop['ipsec-uploading'] : Drop['ipsec-no-sa']);
             return -1;
           }
           m.saHandle = rec.id;
@@ -884,7 +885,8 @@ export class Switch {
     if (e === null) e = ipsec.encrypt(c, rec, clay);
     if (e !== null) {
       if (c !== p) c.release();
-      oc.txDrops[Drop['offload-failed']]!++;
+      // Transport mode protects whole datagrams only (RFC 4303 §3.3): fragments are refused, not sent.
+      oc.txDrops[lay.isFragment ? Drop['ipsec-fragment'] : Drop['offload-failed']]!++;
       return false;
     }
     oc.txSoftware++;

@@ -22,7 +22,7 @@ export interface NativeShim {
   ethtoolFeatures(ifname: string): [name: string, active: boolean, fixed: boolean][];
   ifIndex(name: string): number;
   close(fd: number): number;
-  rawOpen(family: 4 | 6, protocol: number, device: string): number;
+  rawOpen(family: 4 | 6, protocol: number, device: string, rcvbuf?: number): number;
   eventfdOpen(): number;
   aeadNew(key: Uint8Array): AeadHandle;
   aeadSeal(h: AeadHandle, nonce: Uint8Array, aad: Uint8Array, buf: Uint8Array, off: number, len: number, tag: Uint8Array, tagOff: number): void;

@@ -280,9 +280,16 @@ static napi_value ethtool_features(napi_env env, napi_callback_info info) {
   return arr;
 }
 
-// rawOpen(family 4|6, protocol, device or "") -> fd (O_NONBLOCK). The kernel writes the IP header on send.
+// rawOpen(family 4|6, protocol, device or "", rcvbuf bytes or 0) -> fd (O_NONBLOCK). The kernel writes the IP header on send.
 static napi_value raw_open(napi_env env, napi_callback_info info) {
-  ARGS(3);
+  size_t argc = 4;
+  napi_value argv[4];
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  if (argc < 3) {
+    napi_throw_type_error(env, NULL, "too few arguments");
+    return NULL;
+  }
+  int32_t rcvbuf = argc >= 4 ? arg_i32(env, argv[3]) : 0;
   int family = arg_i32(env, argv[0]) == 6 ? AF_INET6 : AF_INET;
   int proto = arg_i32(env, argv[1]);
   char dev[IFNAMSIZ] = {0};
@@ -293,6 +300,11 @@ static napi_value raw_open(napi_env env, napi_callback_info info) {
     int e = errno;
     close(fd);
     return throw_errno(env, "rawOpen: SO_BINDTODEVICE", e);
+  }
+  if (rcvbuf > 0 && setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &rcvbuf, sizeof rcvbuf) < 0) {
+    int e = errno;
+    close(fd);
+    return throw_errno(env, "rawOpen: SO_RCVBUFFORCE", e);
   }
   return num(env, fd);
 }

@@ -13,6 +13,7 @@ import { BufferPool } from '../../../src/packet/pool.js';
 import { RxCsum } from '../../../src/packet/meta.js';
 import { IpProtocol } from '../../../src/wire/ipv4.js';
 import { checksumsOf, layoutOf, layoutOfPacket, packetFrom } from '../../util/frames.js';
+import { fillIpv4HeaderChecksum } from '../../../src/offload/checksum.js';
 
 const KEY = new Uint8Array(16).fill(0x11);
 const SALT = new Uint8Array([1, 2, 3, 4]);
@@ -46,7 +47,8 @@ test('an SA is accepted only when every rule holds; each rejection has its preci
   const reason = (x: ReturnType<typeof m.add>) => ('reason' in x ? x.reason : 'accepted');
   assert.equal(reason(m.add(vm1, sa('out'))), 'accepted');
   assert.equal(reason(m.add(vm1, sa('in'))), 'accepted');
-  assert.equal(reason(m.add(vm1, sa('out'))), 'duplicate-spi');
+  assert.equal(reason(m.add(vm1, sa('out'))), 'accepted', 'the same SA again (a restarted agent): idempotent');
+  assert.equal(reason(m.add(vm1, sa('out', { key: new Uint8Array(16).fill(0x22) }))), 'duplicate-spi');
   assert.equal(reason(m.add(vm1, sa('out', { spi: 7, key: new Uint8Array(5) }))), 'bad-key');
   assert.equal(reason(m.add(vm1, sa('out', { spi: 7, algorithm: 'aes-gcm-256', key: new Uint8Array(16) }))), 'bad-key');
   assert.equal(reason(m.add(vm1, sa('out', { spi: 0 }))), 'bad-address');
@@ -205,9 +207,21 @@ test('live migration of the peer onto this host: the SAs are uploaded with seque
   // The VM installed them: its traffic (now ESP it makes itself) is switched normally, to the peer's new port.
   assert.ok(m.ackUploaded(t.ports.vm1, 'out', 0x1001));
   assert.ok(m.ackUploaded(t.ports.vm1, 'in', 0x2001));
+  const vmEsp = buildFrame({ srcMac: MAC.vm1, dstMac: MAC.peer, ip: { version: 4, src: IP4.vm1, dst: IP4.peer }, l4: { kind: 'udp', sport: 1, dport: 2 }, payload: 64 }).frame;
+  vmEsp[14 + 9] = IpProtocol.ESP;
+  vmEsp[14 + 10] = 0; vmEsp[14 + 11] = 0;
+  fillIpv4HeaderChecksum(vmEsp, 14, 20);
+  inject(t.sw, t.ports.vm1, [vmEsp]);
+  assert.equal(t.be.host.take().length, 1, 'the VM\'s own ESP goes to the peer');
+  // Plaintext of the flow after the upload is still never sent: the uploaded SA keeps guarding.
+  inject(t.sw, t.ports.vm1, [tcpFrame('vm1', 'peer', 100, { checksum: 'full' })]);
+  assert.equal(t.be.host.take().length + t.be.peer.take().length, 0);
+  assert.equal(t.ports.vm1.counters.dropsByReason('rx')['ipsec-no-sa'], 1);
+  assert.deepEqual(m.list(t.ports.vm1).map((s) => s.state), ['uploaded', 'uploaded']);
+  // Deleting the SA lifts the guard.
+  assert.ok(m.remove(t.ports.vm1, 'out', 0x1001));
   inject(t.sw, t.ports.vm1, [tcpFrame('vm1', 'peer', 100, { checksum: 'full' })]);
   assert.equal(t.be.host.take().length, 1);
-  assert.deepEqual(m.list(t.ports.vm1).map((s) => s.state), ['uploaded', 'uploaded']);
   assertBalanced(t);
 });
 
