@@ -15,6 +15,7 @@ import { AfPacketBackend } from '../io/af-packet.js';
 import { QemuSocketBackend } from '../io/qemu.js';
 import { FdBackend } from '../io/fd-backend.js';
 import { TxWorker } from '../io/tx-channel.js';
+import { native, nativeAvailable } from '../io/native/index.js';
 import type { IpsecOffload } from '../offload/capabilities.js';
 
 export interface GuestSpec {
@@ -100,7 +101,12 @@ export class Runtime {
   constructor(opts: RuntimeOptions = {}) {
     // Scratch for the backends: virtio header areas, and each transmit channel's rings (~200 KiB per queue).
     this.pool = new BufferPool({ classes: opts.pool?.classes ?? RUNTIME_POOL, scratchBytes: 64 << 20 });
-    this.sw = new Switch({ pool: this.pool, ...(opts.macAgingMs !== undefined ? { macAgingMs: opts.macAgingMs } : {}) });
+    const shim = nativeAvailable() ? native() : null;
+    this.sw = new Switch({
+      pool: this.pool,
+      ...(opts.macAgingMs !== undefined ? { macAgingMs: opts.macAgingMs } : {}),
+      ...(shim !== null ? { fillClockNs: (o: Float64Array) => shim.clockNs(o) } : {}),
+    });
     this.log = opts.log ?? (() => {});
     for (let i = 0; i < (opts.txWorkers ?? 0); i++) this.txWorkers.push(new TxWorker(this.pool));
     this.tickTimer = setInterval(() => this.sw.tick(), opts.tickMs ?? 100);

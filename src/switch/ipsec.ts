@@ -142,12 +142,15 @@ export interface IpsecDeps {
   macs: MacTable;
   neighbors: NeighborTable;
   aead: Aead;
-  clockNs: () => number;
+  /** Writes CLOCK_MONOTONIC-like nanoseconds into out[0] (see SwitchOptions.fillClockNs). */
+  fillClockNs: (out: Float64Array) => void;
 }
 
 export class IpsecManager {
   readonly events = new Emitter<{ upload: UploadEvent }>();
   private readonly records: (SaRecord | undefined)[] = [];
+  private readonly t0 = new Float64Array(1);
+  private readonly t1 = new Float64Array(1);
   /** Outbound SAs that still match traffic (offloaded or uploading), per ingress port index. */
   private outByPort: SaRecord[][] = [];
   /** Inbound offloaded SAs by SPI. */
@@ -431,25 +434,27 @@ export class IpsecManager {
 
   /** Decrypt in place; the time goes to the receiving VM. */
   decrypt(p: Packet, rec: SaRecord, lay: FrameLayout): EspError | null {
-    const t0 = this.d.clockNs();
+    this.d.fillClockNs(this.t0);
     const e = decapsulate(p, rec.esp, this.d.aead, lay);
-    const dt = this.d.clockNs() - t0;
-    rec.cpuNs += dt;
-    this.charge(rec.port, p.len, dt);
+    this.d.fillClockNs(this.t1);
+    this.charge(rec, p.len);
     return e;
   }
 
   /** Encrypt in place; the time goes to the sending VM. */
   encrypt(p: Packet, rec: SaRecord, lay: FrameLayout): EspError | null {
-    const t0 = this.d.clockNs();
+    this.d.fillClockNs(this.t0);
     const e = encapsulate(p, rec.esp, this.d.aead, lay);
-    const dt = this.d.clockNs() - t0;
-    rec.cpuNs += dt;
-    this.charge(rec.port, p.len, dt);
+    this.d.fillClockNs(this.t1);
+    this.charge(rec, p.len);
     return e;
   }
 
-  private charge(port: Port, bytes: number, ns: number): void {
+  /** Charge the SA and its port for the work timed between t0 and t1. */
+  private charge(rec: SaRecord, bytes: number): void {
+    const ns = this.t1[0]! - this.t0[0]!;
+    rec.cpuNs += ns;
+    const port = rec.port;
     const c = port.counters;
     c.ipsecPackets++;
     c.ipsecBytes += bytes;

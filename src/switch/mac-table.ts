@@ -28,10 +28,16 @@ export interface MacEntry {
 
 const EMPTY = -1;
 
+/** A MAC (48-bit number) as its high 16 bits and its low 32 bits, signed. */
+const macHi = (mac: number): number => Math.floor(mac / 0x100000000) & 0xffff;
+const macLo = (mac: number): number => (mac % 0x100000000) | 0;
+const readLo = (b: Uint8Array, o: number): number => (b[o]! << 24) | (b[o + 1]! << 16) | (b[o + 2]! << 8) | b[o + 3]!;
+
 export class MacTable {
   private readonly mask: number;
   private readonly macHi: Uint16Array;
-  private readonly macLo: Uint32Array;
+  /** The low 32 bits as a signed integer: a small integer to V8, never a boxed number. */
+  private readonly macLo: Int32Array;
   private readonly vlans: Uint16Array;
   private readonly ports: Int32Array;
   private readonly seen: Float64Array;
@@ -47,7 +53,7 @@ export class MacTable {
     if (capacity < 8 || (capacity & (capacity - 1)) !== 0) throw new RangeError('MAC table capacity must be a power of two ≥ 8');
     this.mask = capacity - 1;
     this.macHi = new Uint16Array(capacity);
-    this.macLo = new Uint32Array(capacity);
+    this.macLo = new Int32Array(capacity);
     this.vlans = new Uint16Array(capacity);
     this.ports = new Int32Array(capacity).fill(EMPTY);
     this.seen = new Float64Array(capacity);
@@ -66,10 +72,16 @@ export class MacTable {
     return h & this.mask;
   }
 
-  /** Slot of the entry, or -1. */
-  private find(vlan: number, mac: number): number {
-    const hi = Math.floor(mac / 0x100000000);
-    const lo = mac >>> 0;
+  /**
+   * The clock learning stamps entries with (ms), in `clock[0]`, set by the
+   * switch once per batch: the data path's calls then pass nothing but small
+   * integers. A typed array cell, because storing a new double into an
+   * object's field makes a heap number each time.
+   */
+  readonly clock = new Float64Array(1);
+
+  /** Slot of the entry, or -1. `lo` is the MAC's low 32 bits, signed. */
+  private find(vlan: number, hi: number, lo: number): number {
     let i = this.hash(hi, lo, vlan);
     for (;;) {
       if (this.ports[i] === EMPTY) return -1;
@@ -80,13 +92,20 @@ export class MacTable {
 
   /** Port the MAC was learned on in this VLAN, or -1 (unknown: flood). Does not refresh the entry. */
   lookup(vlan: number, mac: number): number {
-    const i = this.find(vlan, mac);
+    return this.lookupHiLo(vlan, macHi(mac), macLo(mac));
+  }
+
+  /** `lookup` for the MAC at `buf[off..off+6]` (the data path's form: nothing boxed). */
+  lookupAt(vlan: number, buf: Uint8Array, off: number): number {
+    return this.lookupHiLo(vlan, (buf[off]! << 8) | buf[off + 1]!, readLo(buf, off + 2));
+  }
+
+  private lookupHiLo(vlan: number, hi: number, lo: number): number {
+    const i = this.find(vlan, hi, lo);
     return i < 0 ? -1 : this.ports[i]!;
   }
 
-  private insert(vlan: number, mac: number, port: number, now: number, isStatic: boolean): number {
-    const hi = Math.floor(mac / 0x100000000);
-    const lo = mac >>> 0;
+  private insert(vlan: number, hi: number, lo: number, port: number, now: number, isStatic: boolean): number {
     let i = this.hash(hi, lo, vlan);
     while (this.ports[i] !== EMPTY) i = (i + 1) & this.mask;
     this.macHi[i] = hi;
@@ -116,7 +135,18 @@ export class MacTable {
 
   /** Learn that `mac` in `vlan` is behind `port`, seen at `now` (ms). */
   learn(vlan: number, mac: number, port: number, now: number): LearnResult {
-    const i = this.find(vlan, mac);
+    this.clock[0] = now;
+    return this.learnHiLo(vlan, macHi(mac), macLo(mac), port);
+  }
+
+  /** `learn` for the MAC at `buf[off..off+6]`, seen at `clock`. */
+  learnAt(vlan: number, buf: Uint8Array, off: number, port: number): LearnResult {
+    return this.learnHiLo(vlan, (buf[off]! << 8) | buf[off + 1]!, readLo(buf, off + 2), port);
+  }
+
+  private learnHiLo(vlan: number, hi: number, lo: number, port: number): LearnResult {
+    const now = this.clock[0]!;
+    const i = this.find(vlan, hi, lo);
     if (i >= 0) {
       const was = this.ports[i]!;
       if (this.statics[i] === 1) return was === port ? LearnResult.REFRESHED : LearnResult.STATIC_CONFLICT;
@@ -129,18 +159,24 @@ export class MacTable {
       return LearnResult.MOVED;
     }
     if (this.count >= this.limit) return LearnResult.FULL;
-    this.insert(vlan, mac, port, now, false);
+    this.insert(vlan, hi, lo, port, now, false);
     return LearnResult.NEW;
   }
 
   isStatic(vlan: number, mac: number): boolean {
-    const i = this.find(vlan, mac);
+    const i = this.find(vlan, macHi(mac), macLo(mac));
+    return i >= 0 && this.statics[i] === 1;
+  }
+
+  /** `isStatic` for the MAC at `buf[off..off+6]`. */
+  isStaticAt(vlan: number, buf: Uint8Array, off: number): boolean {
+    const i = this.find(vlan, (buf[off]! << 8) | buf[off + 1]!, readLo(buf, off + 2));
     return i >= 0 && this.statics[i] === 1;
   }
 
   /** Pin `mac` in `vlan` to `port`; replaces a learned entry. False if the table is full. */
   addStatic(vlan: number, mac: number, port: number): boolean {
-    const i = this.find(vlan, mac);
+    const i = this.find(vlan, macHi(mac), macLo(mac));
     if (i >= 0) {
       if (this.statics[i] === 0) this.countLearned(this.ports[i]!, -1);
       this.ports[i] = port;
@@ -149,12 +185,12 @@ export class MacTable {
       return true;
     }
     if (this.count >= this.limit) return false;
-    this.insert(vlan, mac, port, 0, true);
+    this.insert(vlan, macHi(mac), macLo(mac), port, 0, true);
     return true;
   }
 
   remove(vlan: number, mac: number): boolean {
-    const i = this.find(vlan, mac);
+    const i = this.find(vlan, macHi(mac), macLo(mac));
     if (i < 0) return false;
     this.removeAt(i);
     return true;
@@ -220,7 +256,7 @@ export class MacTable {
       if (this.ports[i] === EMPTY) continue;
       const isStatic = this.statics[i] === 1;
       out.push({
-        vlan: this.vlans[i]!, mac: this.macHi[i]! * 0x100000000 + this.macLo[i]!, port: this.ports[i]!,
+        vlan: this.vlans[i]!, mac: this.macHi[i]! * 0x100000000 + (this.macLo[i]! >>> 0), port: this.ports[i]!,
         isStatic, ageMs: isStatic ? 0 : now - this.seen[i]!,
       });
     }

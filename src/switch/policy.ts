@@ -141,7 +141,10 @@ export function checkPortSecurity(sec: PortSecurity | undefined, buf: Uint8Array
   if (sec === undefined) return 'ok';
   const macs = sec.allowedMacs;
   if (macs !== undefined && macs.length > 0) {
-    const src = getMac(buf, lay.off + 6);
+    // The MAC computed here, not by a call: a 48-bit number returned from a
+    // function that V8 did not inline is a fresh heap number per packet.
+    const o = lay.off + 6;
+    const src = ((buf[o]! << 8) | buf[o + 1]!) * 0x100000000 + (((buf[o + 2]! << 24) | (buf[o + 3]! << 16) | (buf[o + 4]! << 8) | buf[o + 5]!) >>> 0);
     let ok = false;
     for (let i = 0; i < macs.length; i++) if (macs[i] === src) { ok = true; break; }
     if (!ok) return 'spoofed-mac';

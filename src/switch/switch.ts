@@ -14,9 +14,9 @@ import type { BufferPool } from '../packet/pool.js';
 import type { Packet } from '../packet/packet.js';
 import { GsoType, RxCsum } from '../packet/meta.js';
 import { TCP_CSUM_OFFSET, UDP_CSUM_OFFSET } from '../packet/vnet.js';
-import { get16, getMac, isMulticastMac, set16 } from '../wire/bytes.js';
+import { get16, getMac, set16 } from '../wire/bytes.js';
 import { copyBytes } from '../wire/checksum.js';
-import { FrameLayout, L3, parseFrame, type L3Kind } from '../wire/frame.js';
+import { FrameLayout, L3, parseFrame, type L3Kind, type ParseFrameOptions } from '../wire/frame.js';
 import { EtherType } from '../wire/ethernet.js';
 import { IpProtocol } from '../wire/ipv4.js';
 import {
@@ -43,8 +43,14 @@ export interface SwitchOptions {
   batchSize?: number;
   /** Wall clock in milliseconds (MAC aging, budgets). */
   now?: () => number;
-  /** CPU-time clock in nanoseconds, for charging software offload work. */
+  /** CPU-time clock in nanoseconds, for charging software offload work (tests; see fillClockNs). */
   clockNs?: () => number;
+  /**
+   * The same clock written into out[0] rather than returned: a returned double
+   * is a heap number per reading, and the switch reads it around every software
+   * offload. The daemon passes the native shim's CLOCK_MONOTONIC reader.
+   */
+  fillClockNs?: (out: Float64Array) => void;
 }
 
 export interface SwitchEvents extends Record<string, unknown> {
@@ -111,6 +117,8 @@ const FULL = { partialChecksum: false };
 
 /** The segment batch bounds how many segments one super-frame may produce. */
 const MAX_SEGMENTS = 512;
+/** Parse options for a super-frame (made once: an options object per packet would be garbage). */
+const SUPER_FRAME: ParseFrameOptions = { zeroLengthMeansFrame: true };
 
 export class Switch {
   readonly pool: BufferPool;
@@ -120,7 +128,12 @@ export class Switch {
   private readonly byName = new Map<string, Port>();
   private readonly batchSize: number;
   private readonly now: () => number;
-  private readonly clockNs: () => number;
+  /** The test clock, if any (read on every batch; without one, tick() keeps learning's clock). */
+  private readonly fakeNow: (() => number) | null;
+  /** Writes the nanosecond clock into out[0] (replaceable by tests). */
+  fillClockNs: (out: Float64Array) => void;
+  private readonly t0 = new Float64Array(1);
+  private readonly t1 = new Float64Array(1);
 
   // Scratch, reused for every packet.
   private readonly lay = new FrameLayout();
@@ -133,8 +146,6 @@ export class Switch {
   private touchedCount = 0;
   private touchedFlag = new Uint8Array(64);
   private tr: TraceResult | null = null;
-  /** The clock read once per received batch (learning needs no finer time). */
-  private batchNow = 0;
   /** IP → MAC bindings seen (learned while IPsec offload is on). */
   readonly neighbors = new NeighborTable();
   /** IPsec task offload, once enabled with an AEAD implementation. */
@@ -145,7 +156,10 @@ export class Switch {
     this.macs = new MacTable(opts.macTableSize ?? 16384, opts.macAgingMs ?? 300_000);
     this.batchSize = opts.batchSize ?? 64;
     this.now = opts.now ?? (() => Date.now());
-    this.clockNs = opts.clockNs ?? (() => performance.now() * 1e6);
+    this.fakeNow = opts.now ?? null;
+    this.macs.clock[0] = this.now();
+    const clockNs = opts.clockNs;
+    this.fillClockNs = opts.fillClockNs ?? (clockNs !== undefined ? (o) => { o[0] = clockNs(); } : (o) => { o[0] = Math.round(performance.now() * 1e6); });
   }
 
   /**
@@ -156,7 +170,7 @@ export class Switch {
   enableIpsec(aead: Aead): IpsecManager {
     if (this.ipsec !== null) return this.ipsec;
     const m = new IpsecManager({
-      ports: () => this.listPorts(), portAt: (i) => this.ports[i], macs: this.macs, neighbors: this.neighbors, aead, clockNs: this.clockNs,
+      ports: () => this.listPorts(), portAt: (i) => this.ports[i], macs: this.macs, neighbors: this.neighbors, aead, fillClockNs: (o) => this.fillClockNs(o),
     });
     this.ipsec = m;
     const recheck = (why: string) => () => queueMicrotask(() => m.revalidate(why));
@@ -312,7 +326,11 @@ export class Switch {
   /** Process every packet of `batch`, received on `port`; takes ownership of them and clears the batch. */
   receive(port: Port, batch: Batch): void {
     const c = port.counters;
-    this.batchNow = this.now();
+    // Learning's clock: tick() sets it (every 100 ms in the daemon) — reading
+    // the time here would make a heap number per batch (Date.now() and
+    // performance.now() both box their result). A test clock is read exactly.
+    const fake = this.fakeNow;
+    if (fake !== null) this.macs.clock[0] = fake();
     for (let i = 0; i < batch.count; i++) {
       const p = batch.packets[i]!;
       c.rxPackets++;
@@ -387,7 +405,7 @@ export class Switch {
 
     const lay = this.lay;
     const gso = m.gsoType !== GsoType.NONE;
-    const err = parseFrame(buf, p.off, p.len, lay, gso ? { zeroLengthMeansFrame: true } : undefined);
+    const err = parseFrame(buf, p.off, p.len, lay, gso ? SUPER_FRAME : undefined);
     // Cut-short ESP from the network where SAs are offloaded: tampering, not traffic.
     if (err === 'truncated' && inPort.kind === 'external' && this.ipsec !== null && this.ipsec.hasInbound && this.claimsEsp(buf, lay)) {
       if (tr !== null) this.stage('ipsec', 'drop', 'truncated ESP');
@@ -551,25 +569,27 @@ export class Switch {
     const tr = this.tr;
     const buf = p.buf;
     const lay = this.lay;
-    if (fromBacklog) parseFrame(buf, p.off, p.len, lay, p.meta.isGso ? { zeroLengthMeansFrame: true } : undefined);
-    const dst = getMac(buf, p.off);
-    const src = getMac(buf, p.off + 6);
+    if (fromBacklog) parseFrame(buf, p.off, p.len, lay, p.meta.isGso ? SUPER_FRAME : undefined);
+    // MACs stay in the frame: the table reads them there, so no 48-bit number
+    // (a boxed heap number to V8) is made per packet.
+    const dstOff = p.off;
+    const srcOff = p.off + 6;
 
     // Learning.
-    if (!isMulticastMac(src) && !fromBacklog) {
-      const known = this.macs.lookup(vlan, src);
+    if ((buf[srcOff]! & 1) === 0 && !fromBacklog) {
+      const known = this.macs.lookupAt(vlan, buf, srcOff);
       if (known !== inPort.index && inPort.maxMacs !== Infinity && this.macs.learnedOn(inPort.index) >= inPort.maxMacs) {
         if (tr !== null) this.stage('forward', 'drop', `port has learned its maximum of ${inPort.maxMacs} MACs`);
         return this.dropIn(inPort, p, Drop['mac-limit']);
       }
       if (tr === null) {
-        const r = this.macs.learn(vlan, src, inPort.index, this.batchNow);
+        const r = this.macs.learnAt(vlan, buf, srcOff, inPort.index);
         if (r === LearnResult.STATIC_CONFLICT) return this.dropIn(inPort, p, Drop['static-mac-conflict']);
         if (r === LearnResult.MOVED) {
           const from = this.ports[this.macs.movedFrom]?.name ?? `#${this.macs.movedFrom}`;
-          this.events.emit('mac-move', { mac: src, vlan, from, to: inPort.name });
+          this.events.emit('mac-move', { mac: getMac(buf, srcOff), vlan, from, to: inPort.name });
         }
-      } else if (known >= 0 && known !== inPort.index && this.macs.isStatic(vlan, src)) {
+      } else if (known >= 0 && known !== inPort.index && this.macs.isStaticAt(vlan, buf, srcOff)) {
         this.stage('forward', 'drop', 'source MAC is pinned to another port');
         return this.dropIn(inPort, p, Drop['static-mac-conflict']);
       }
@@ -579,11 +599,11 @@ export class Switch {
     let n = 0;
     const dests = this.dests;
     let how: string;
-    if (isMulticastMac(dst)) {
+    if ((buf[dstOff]! & 1) === 1) {
       n = this.floodSet(inPort, vlan);
-      how = dst === 0xffffffffffff ? 'broadcast: flooded in VLAN' : 'multicast: flooded in VLAN';
+      how = getMac(buf, dstOff) === 0xffffffffffff ? 'broadcast: flooded in VLAN' : 'multicast: flooded in VLAN';
     } else {
-      const at = this.macs.lookup(vlan, dst);
+      const at = this.macs.lookupAt(vlan, buf, dstOff);
       if (at < 0) {
         n = this.floodSet(inPort, vlan);
         how = 'unknown unicast: flooded in VLAN';
@@ -743,11 +763,11 @@ export class Switch {
       const b = partial ? v.partial : v.full;
       const done = partial ? v.partialDone : v.fullDone;
       if (!done) {
-        const t0 = this.clockNs();
+        this.fillClockNs(this.t0);
         const e = segment(p, b, partial ? PARTIAL : FULL, this.lay);
-        const dt = this.clockNs() - t0;
+        this.fillClockNs(this.t1);
         if (partial) { v.partialDone = true; v.partialError = e; } else { v.fullDone = true; v.fullError = e; }
-        this.charge(inPort, p.len, dt);
+        this.charge(inPort, p.len);
         if (e === null) { charge.swSegments += b.count; if (!partial) charge.swChecksums += b.count; }
       }
       const e = partial ? v.partialError : v.fullError;
@@ -763,7 +783,7 @@ export class Switch {
     // Checksum only.
     if (!v.completedTried) {
       v.completedTried = true;
-      const t0 = this.clockNs();
+      this.fillClockNs(this.t0);
       let c: Packet | null = p;
       if (!exclusive) {
         c = this.pool.take(p.len);
@@ -784,7 +804,8 @@ export class Switch {
           c.release();
         }
       }
-      this.charge(inPort, p.len, this.clockNs() - t0);
+      this.fillClockNs(this.t1);
+      this.charge(inPort, p.len);
       if (v.completed !== null) charge.swChecksums++;
     }
     if (v.completed === null) {
@@ -840,12 +861,13 @@ export class Switch {
           m.gsoType = lay.l3 === L3.IPV6 ? GsoType.TCPV6 : GsoType.TCPV4;
           m.gsoSize = mss;
         }
-        const t0 = this.clockNs();
+        this.fillClockNs(this.t0);
         v.fullError = segment(p, v.full, FULL, lay);
         v.fullDone = true;
         m.gsoType = gso;
         m.gsoSize = size;
-        this.charge(inPort, p.len, this.clockNs() - t0);
+        this.fillClockNs(this.t1);
+        this.charge(inPort, p.len);
       }
       if (v.fullError !== null) {
         oc.txDrops[Drop['offload-failed']]!++;
@@ -895,7 +917,9 @@ export class Switch {
     return true;
   }
 
-  private charge(port: Port, bytes: number, ns: number): void {
+  /** Charge `port` for the work timed between t0 and t1 (read here, so no double crosses a call). */
+  private charge(port: Port, bytes: number): void {
+    const ns = this.t1[0]! - this.t0[0]!;
     const c = port.counters;
     c.swPackets++;
     c.swBytes += bytes;
@@ -983,11 +1007,13 @@ export class Switch {
   // --- time ---------------------------------------------------------------------
 
   /**
-   * Periodic work: age the MAC table and let throttled ports' backlogs go as
-   * their budgets refill. Call every few milliseconds (the daemon does).
+   * Periodic work: advance the clock MAC learning stamps entries with, age
+   * the MAC table and let throttled ports' backlogs go as their budgets
+   * refill. Call every few milliseconds (the daemon does, every 100 ms).
    */
   tick(): void {
     const now = this.now();
+    this.macs.clock[0] = now;
     this.macs.age(now);
     for (const port of this.listPorts()) {
       if (port.backlog.length === 0) continue;
@@ -998,7 +1024,7 @@ export class Switch {
         const vlan = port.backlogVlan[k]!;
         k++;
         port.counters.pending--;
-        this.batchNow = now;
+        this.macs.clock[0] = now;
         this.forward(p, port, vlan, true);
       }
       port.backlog.splice(0, k);

@@ -24,6 +24,8 @@ export interface NativeShim {
   close(fd: number): number;
   rawOpen(family: 4 | 6, protocol: number, device: string, rcvbuf?: number): number;
   eventfdOpen(): number;
+  /** out[0] = CLOCK_MONOTONIC in ns (written, not returned: nothing allocated). */
+  clockNs(out: Float64Array): void;
   aeadNew(key: Uint8Array): AeadHandle;
   aeadSeal(h: AeadHandle, nonce: Uint8Array, aad: Uint8Array, buf: Uint8Array, off: number, len: number, tag: Uint8Array, tagOff: number): void;
   aeadOpen(h: AeadHandle, nonce: Uint8Array, aad: Uint8Array, buf: Uint8Array, off: number, len: number, tag: Uint8Array, tagOff: number): boolean;

@@ -24,7 +24,7 @@ test('software offload work is charged to the sending port: packets, bytes, CPU 
 
 test('over budget, "drop": the work is refused and counted; the budget refills with time', () => {
   const t = topology({ uplink: nicCaps({ tso: false }), overrides: { vm1: { budget: { cpuNsPerSec: 2_000_000, burstNs: 2_000_000, action: 'drop' } } } });
-  (t.sw as unknown as { clockNs: () => number }).clockNs = ticking(t);
+  { const tick = ticking(t); t.sw.fillClockNs = (o) => { o[0] = tick(); }; }
   learnAll(t);
   const f = tcpFrame('vm1', 'peer', 10000);
   inject(t.sw, t.ports.vm1, [f, f, f, f], tso());
@@ -42,7 +42,7 @@ test('over budget, "drop": the work is refused and counted; the budget refills w
 
 test('over budget, "throttle": packets wait in a backlog and go when the budget refills; a full backlog drops', () => {
   const t = topology({ uplink: nicCaps({ tso: false }), overrides: { vm1: { budget: { cpuNsPerSec: 1_000_000, burstNs: 1_000_000, action: 'throttle', backlog: 3 } } } });
-  (t.sw as unknown as { clockNs: () => number }).clockNs = ticking(t);
+  { const tick = ticking(t); t.sw.fillClockNs = (o) => { o[0] = tick(); }; }
   learnAll(t);
   const frames = Array.from({ length: 6 }, (_, i) => tcpFrame('vm1', 'peer', 3000, { seq: 1 + i * 3000 }));
   inject(t.sw, t.ports.vm1, frames, tso());

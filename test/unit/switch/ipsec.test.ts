@@ -250,10 +250,8 @@ test('IPsec work counts against the VM\'s budget: over it, the crypto is refused
   const t = ipsecLab();
   t.ports.vm1.budget = { cpuNsPerSec: 1_000_000, burstNs: 1_000_000, action: 'drop' };
   t.ports.vm1.tokens = 1_000_000;
-  (t.sw as unknown as { clockNs: () => number }).clockNs = () => (t.clock.ns += 600_000);
-  // The manager was made with the switch's clock at enable time; make another with the ticking clock.
+  t.sw.fillClockNs = (o) => { o[0] = (t.clock.ns += 600_000); };
   const m = t.sw.ipsec!;
-  (m as unknown as { d: { clockNs: () => number } }).d.clockNs = () => (t.clock.ns += 600_000);
   m.add(t.ports.vm1, sa('out'));
   const f = tcpFrame('vm1', 'peer', 100, { checksum: 'full' });
   inject(t.sw, t.ports.vm1, [f, f, f, f]);
