@@ -12,6 +12,7 @@ import { parse as parseYaml } from 'yaml';
 import { ApiFailure, Client, DEFAULT_SOCKET, UnreachableError } from './client.js';
 import { ConfigError, loadConfig } from '../control/config.js';
 import { readCapture, CaptureFileError } from '../io/pcap-read.js';
+import { PcapngBlockStream } from '../io/pcapng.js';
 import { formatCaps, formatMacs, formatPorts, formatSas, formatStats, formatTrace, type StatsSnapshot } from './format.js';
 
 const VERSION = '0.1.0';
@@ -242,14 +243,29 @@ async function main(argv: string[]): Promise<number> {
       const q = new URLSearchParams();
       if (values.count !== undefined) q.set('count', values.count);
       if (values.seconds !== undefined) q.set('seconds', values.seconds);
-      const res = await client(values.socket).stream(`/v1/ports/${encodeURIComponent(port)}/capture?${q}`);
-      process.once('SIGINT', () => res.destroy());
+      const c = client(values.socket);
+      const path = `/v1/ports/${encodeURIComponent(port)}/capture`;
+      const res = await c.stream(`${path}?${q}`);
+      // Ctrl-C asks the daemon to end the capture (whole blocks, statistics); if it
+      // does not within 3 s, or on a second Ctrl-C, hang up.
+      // Hanging up still writes out every whole block received.
+      const blocks = new PcapngBlockStream();
       const sink = values.write !== undefined ? createWriteStream(values.write) : process.stdout;
-      try {
-        await pipeline(res, sink);
-      } catch (e) {
-        if ((e as NodeJS.ErrnoException).code !== 'ERR_STREAM_PREMATURE_CLOSE') throw e;
-      }
+      const hangUp = () => {
+        res.unpipe(blocks);
+        res.destroy();
+        if (!blocks.writableEnded) blocks.end();
+      };
+      process.once('SIGINT', () => {
+        process.once('SIGINT', hangUp);
+        setTimeout(hangUp, 3000).unref();
+        c.call('DELETE', path).catch(hangUp);
+      });
+      res.once('close', hangUp); // the daemon went away: keep what came
+      const written = pipeline(blocks, sink, { end: sink !== process.stdout });
+      res.pipe(blocks);
+      await written;
+      if (blocks.droppedBytes > 0) process.stderr.write(`the capture was cut off: an unfinished last block (${blocks.droppedBytes} B) left out\n`);
       if (values.write !== undefined) process.stderr.write(`capture of ${port} written to ${values.write}\n`);
       return 0;
     }

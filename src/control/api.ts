@@ -262,20 +262,40 @@ route('POST', '/v1/trace', (ctx, _q, _s, _p, body) => {
   return { frameLength: frame.length, ...ctx.rt.sw.trace(t.in, frame, prepare) };
 });
 
-/** Stream a pcapng capture of a port until the client hangs up, `count` packets or `seconds` passed. */
+/** How to end each running capture cleanly (statistics blocks written, stream ended), by port name. */
+const captureStops = new Map<string, () => void>();
+
+/**
+ * Stream a pcapng capture of a port until `count` packets or `seconds` passed,
+ * DELETE on the same path (a clean end: the client gets whole blocks and the
+ * statistics), or the client hangs up.
+ */
 route('GET', '/v1/ports/([^/]+)/capture', (ctx, req, res, [name]) => {
   const port = portOf(ctx, name!);
   if (port.capture !== null) throw new ApiError(409, `port ${name} is being captured already`);
   const url = new URL(req.url ?? '/', 'http://x');
-  const count = Number(url.searchParams.get('count') ?? 0);
-  const seconds = Number(url.searchParams.get('seconds') ?? 0);
-  const snaplen = Number(url.searchParams.get('snaplen') ?? 0);
+  const param = (key: string, integer: boolean): number => {
+    const v = url.searchParams.get(key);
+    if (v === null) return 0;
+    const n = Number(v);
+    if (v.trim() === '' || !Number.isFinite(n) || n < 0 || (integer && !Number.isInteger(n))) {
+      throw new ApiError(400, `capture: ${key} must be a non-negative ${integer ? 'integer' : 'number'}, not "${v}"`);
+    }
+    return n;
+  };
+  const count = param('count', true);
+  const seconds = param('seconds', false);
+  const snaplen = param('snaplen', true);
   res.writeHead(200, { 'content-type': 'application/x-pcapng' });
   const writer = new PcapngWriter(res, { flushIntervalMs: 200, ...(snaplen > 0 ? { snaplen } : {}) });
   const stop = capturePort(port, writer);
   let timer: ReturnType<typeof setTimeout> | null = null;
   let poll: ReturnType<typeof setInterval> | null = null;
+  let finished = false;
   const finish = () => {
+    if (finished) return;
+    finished = true;
+    if (captureStops.get(name!) === finish) captureStops.delete(name!);
     stop();
     if (timer !== null) clearTimeout(timer);
     if (poll !== null) clearInterval(poll);
@@ -285,8 +305,19 @@ route('GET', '/v1/ports/([^/]+)/capture', (ctx, req, res, [name]) => {
   res.on('close', finish);
   if (seconds > 0) timer = setTimeout(finish, seconds * 1000);
   if (count > 0) poll = setInterval(() => { if (writer.stats.packets >= count) finish(); }, 50);
+  captureStops.set(name!, finish);
   ctx.log.info('capture started', { port: name });
   return STREAMING;
+});
+
+/** End the running capture of a port cleanly; its stream closes with whole blocks and the statistics. */
+route('DELETE', '/v1/ports/([^/]+)/capture', (ctx, _q, _s, [name]) => {
+  portOf(ctx, name!);
+  const finish = captureStops.get(name!);
+  if (finish === undefined) throw new ApiError(404, `port ${name} is not being captured`);
+  finish();
+  ctx.log.info('capture stopped', { port: name });
+  return { stopped: name };
 });
 
 route('POST', '/v1/shutdown', (ctx) => {

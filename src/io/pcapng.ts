@@ -16,7 +16,7 @@
 
 import { createWriteStream } from 'node:fs';
 import { release as osRelease, type as osType } from 'node:os';
-import type { Writable } from 'node:stream';
+import { Transform, type TransformCallback, type Writable } from 'node:stream';
 import { GsoType, NO_SA, RxCsum, gsoTypeName, type OffloadMeta } from '../packet/meta.js';
 import type { Packet } from '../packet/packet.js';
 import type { CaptureHook, Port, VlanConfig } from '../switch/port.js';
@@ -661,4 +661,51 @@ const latin1 = new TextDecoder('latin1');
 export function describeOffloads(m: OffloadMeta, dir: 'rx' | 'tx'): string {
   const n = writeOffloadComment(describeScratch, 0, m, dir);
   return latin1.decode(describeScratch.subarray(0, n));
+}
+
+/**
+ * Passes a pcapng byte stream on in whole blocks only. A capture read over a
+ * connection that is cut (Ctrl-C, a crashed daemon) would otherwise end in the
+ * middle of a block, and Wireshark calls such a file "cut short". What is left
+ * of an unfinished block at the end is dropped and its size kept in
+ * `droppedBytes`; a stream that is not pcapng (or has an impossible block
+ * length) fails with an error rather than be passed on as garbage.
+ */
+export class PcapngBlockStream extends Transform {
+  private pending: Buffer = Buffer.alloc(0);
+  private little = true;
+  /** Bytes of an unfinished last block, dropped at the end. */
+  droppedBytes = 0;
+  blocks = 0;
+
+  override _transform(chunk: Buffer, _enc: BufferEncoding, done: TransformCallback): void {
+    const buf = this.pending.length > 0 ? Buffer.concat([this.pending, chunk]) : chunk;
+    let off = 0;
+    while (buf.length - off >= 12) {
+      const type = buf.readUInt32LE(off);
+      if (type === BT_SHB) {
+        const magic = buf.readUInt32LE(off + 8);
+        if (magic === BYTE_ORDER_MAGIC) this.little = true;
+        else if (magic === 0x4d3c2b1a) this.little = false;
+        else { done(new Error(`not pcapng: bad byte-order magic 0x${magic.toString(16)} at byte ${off}`)); return; }
+      } else if (this.blocks === 0) {
+        done(new Error('not pcapng: the stream does not start with a Section Header Block'));
+        return;
+      }
+      const len = this.little ? buf.readUInt32LE(off + 4) : buf.readUInt32BE(off + 4);
+      if (len < 12 || len % 4 !== 0 || len > 64 << 20) { done(new Error(`not pcapng: block of length ${len} at byte ${off}`)); return; }
+      if (buf.length - off < len) break;
+      off += len;
+      this.blocks++;
+    }
+    if (off > 0) this.push(buf.subarray(0, off));
+    this.pending = Buffer.from(buf.subarray(off));
+    done();
+  }
+
+  override _flush(done: TransformCallback): void {
+    this.droppedBytes = this.pending.length;
+    this.pending = Buffer.alloc(0);
+    done();
+  }
 }

@@ -108,6 +108,43 @@ test('capture writes pcapng with the port\'s traffic and its offload metadata', 
   }
 });
 
+test('capture ended with Ctrl-C: the daemon ends it cleanly — whole blocks, interface statistics, a file tshark reads without complaint', { skip: !runnable && why }, async () => {
+  const file = join(lab.dir, 'vm2-int.pcapng');
+  const cap = spawn(process.execPath, [cli, 'capture', 'vm2', '-w', file, '--socket', sock]);
+  let err = '';
+  cap.stderr!.on('data', (d: Buffer) => { err += d.toString(); });
+  const done = new Promise<number>((r) => cap.once('exit', (c) => r(c ?? -1)));
+  await new Promise((r) => setTimeout(r, 400));
+  // Large pings, still going when Ctrl-C comes: the cut falls among packets.
+  const ping = lab.spawnIn('vm1', ['ping', '-c', '200', '-i', '0.01', '-s', '8000', lab.ip4('vm2')]);
+  await new Promise((r) => setTimeout(r, 700));
+  cap.kill('SIGINT');
+  assert.equal(await done, 0, err);
+  ping.kill();
+  assert.match(err, /written to/);
+  assert.doesNotMatch(err, /cut off/, 'the daemon ended the stream itself');
+  const b = readFileSync(file);
+  const types: number[] = [];
+  for (let o = 0; o < b.length;) {
+    const len = b.readUInt32LE(o + 4);
+    assert.ok(len >= 12 && o + len <= b.length, `block at ${o} of length ${len} runs past the end (${b.length} B)`);
+    types.push(b.readUInt32LE(o));
+    o += len;
+  }
+  assert.ok(types.filter((t) => t === 6).length > 4, 'packets were captured');
+  assert.equal(types.at(-1), 5, 'the capture ends with an Interface Statistics Block');
+  if (hasCommand('tshark')) {
+    const r = spawnSync('tshark', ['-r', file, '-T', 'fields', '-e', 'frame.len'], { encoding: 'utf8' });
+    assert.equal(r.status, 0, r.stderr);
+    assert.doesNotMatch(r.stderr, /cut short|appears to be damaged/);
+  }
+  // The port can be captured again at once: the daemon unhooked the old capture.
+  const again = await lab.api.stream('/v1/ports/vm2/capture?seconds=0.2');
+  again.resume();
+  await new Promise((r) => again.once('end', r));
+  await assert.rejects(lab.api.call('DELETE', '/v1/ports/vm2/capture'), /not being captured/);
+});
+
 test('ports added, changed and removed at run time without disturbing the others', { skip: !runnable && why, timeout: 120_000 }, async () => {
   // A ping between vm1 and vm2 runs the whole time: it must lose nothing.
   const ping = lab.spawnIn('vm1', ['ping', '-c', '40', '-i', '0.1', lab.ip4('vm2')]);

@@ -159,7 +159,8 @@ async function captureDuring(port: string, fn: () => Promise<void>): Promise<Cap
     await fn();
   } finally {
     await sleep(300);
-    res.destroy();
+    // A clean end (whole blocks, statistics): a file cut short fails the tshark run below.
+    await lab.api.call('DELETE', `/v1/ports/${port}/capture`);
     await written;
   }
   const r = spawnSync('tshark', ['-r', file, '-o', 'tcp.check_checksum:TRUE', '-o', 'ip.check_checksum:TRUE', '-Y', 'tcp && frame.packet_flags_direction == 2',

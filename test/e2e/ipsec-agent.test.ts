@@ -379,7 +379,9 @@ async function startCapture(port: string, tag: string): Promise<Capture> {
     port, file,
     stop: async () => {
       await sleep(300);
-      res.destroy();
+      const end = await unixRequest(sock, 'DELETE', `/v1/ports/${port}/capture`);
+      end.resume();
+      assert.equal(end.statusCode, 200, `end of the capture of ${port}`);
       await written;
     },
   };

@@ -14,7 +14,7 @@ import { GsoType, RxCsum, OffloadMeta } from '../../../src/packet/meta.js';
 import { buildFrame } from '../../../src/wire/builder.js';
 import { inject } from '../../../src/io/memory.js';
 import {
-  PcapngWriter, capturePort, describeOffloads, DEFAULT_SNAPLEN, type PcapngWriterOptions,
+  PcapngWriter, PcapngBlockStream, capturePort, describeOffloads, DEFAULT_SNAPLEN, type PcapngWriterOptions,
 } from '../../../src/io/pcapng.js';
 import { gcCountDuring } from '../../util/alloc.js';
 import { topology, tcpFrame, udpFrame, tso, MAC, type Topology } from '../../util/topology.js';
@@ -593,4 +593,52 @@ test('capturing allocates nothing per packet (but the clock reading: one boxed n
   const real = await measure({});
   assert.equal(real.gcs, 0);
   assert.ok(real.perPacket < 17, `${real.perPacket.toFixed(2)} B allocated per packet with the real clock`);
+});
+
+/** Push `chunks` through a PcapngBlockStream; what came out, the stream, and the error if it failed. */
+async function throughBlocks(chunks: Buffer[]): Promise<{ out: Buffer; s: PcapngBlockStream; error: Error | null }> {
+  const s = new PcapngBlockStream();
+  const parts: Buffer[] = [];
+  s.on('data', (d: Buffer) => parts.push(d));
+  const ended = new Promise<Error | null>((res) => { s.once('end', () => res(null)); s.once('error', (e) => res(e)); });
+  for (const c of chunks) s.write(c);
+  s.end();
+  const error = await ended;
+  return { out: Buffer.concat(parts), s, error };
+}
+
+test('a capture cut off mid-block is passed on in whole blocks only, whatever the chunking; garbage is an error', async () => {
+  const t = topology();
+  const parts: Buffer[] = [];
+  const w = writer(new Writable({ write(c: Buffer, _e, cb) { parts.push(Buffer.from(c)); cb(); } }));
+  capturePort(t.ports.vm1, w);
+  inject(t.sw, t.ports.vm1, [tcpFrame('vm1', 'host', 300), udpFrame('vm1', 'host', 40), tcpFrame('vm1', 'vm2', 1400)]);
+  await w.close();
+  const whole = Buffer.concat(parts);
+  const full = readPcapng(whole);
+  // Block boundaries, from the independent reader's view of the same bytes.
+  const ends: number[] = [];
+  for (let o = 0; o < whole.length;) { o += whole.readUInt32LE(o + 4); ends.push(o); }
+  assert.equal(ends.at(-1), whole.length);
+  let seed = 7;
+  const rnd = (n: number) => { seed = (seed * 1103515245 + 12345) & 0x7fffffff; return seed % n; };
+  for (let cut = 1; cut <= whole.length; cut += 1 + rnd(37)) {
+    const chunks: Buffer[] = [];
+    for (let o = 0; o < cut;) { const n = Math.min(cut - o, 1 + rnd(300)); chunks.push(whole.subarray(o, o + n)); o += n; }
+    const { out, s, error } = await throughBlocks(chunks);
+    assert.equal(error, null);
+    const kept = ends.filter((e) => e <= cut).at(-1) ?? 0;
+    assert.equal(out.length, kept, `cut at ${cut}`);
+    assert.ok(whole.subarray(0, kept).equals(out));
+    assert.equal(s.droppedBytes, cut - kept);
+    if (kept > 0) readPcapng(out); // always a well-formed file
+  }
+  const all = await throughBlocks([whole]);
+  assert.equal(readPcapng(all.out).packets.length, full.packets.length);
+  assert.equal(all.s.droppedBytes, 0);
+  // Not pcapng at all, or an impossible block length.
+  assert.match(String((await throughBlocks([Buffer.from('GET / HTTP/1.1\r\n\r\n')])).error), /not pcapng/);
+  const bad = Buffer.from(whole);
+  bad.writeUInt32LE(13, ends[0]! + 4);
+  assert.match(String((await throughBlocks([bad])).error), /block of length 13/);
 });
