@@ -25,7 +25,6 @@ import { EspSa, decapsulate, encapsulate, matchesSelector, type Aead, type EspEr
 import type { Packet } from '../packet/packet.js';
 import { L3, type FrameLayout } from '../wire/frame.js';
 import { IpProtocol } from '../wire/ipv4.js';
-import { get32 } from '../wire/bytes.js';
 import { ipv4FromString, ipv6FromString, ipv6ToString } from '../wire/bytes.js';
 
 export type SaState = 'offloaded' | 'uploading' | 'uploaded';
@@ -146,6 +145,46 @@ export interface IpsecDeps {
   fillClockNs: (out: Float64Array) => void;
 }
 
+/**
+ * A map keyed by SPI, looked up by its two 16-bit halves: an SPI of 2^30 or
+ * more is no small integer to V8, and handing one to Map.get would make a heap
+ * number for every ESP packet.
+ */
+export class SpiMap<T> {
+  private readonly byHi = new Map<number, Map<number, T>>();
+  private count = 0;
+
+  get size(): number {
+    return this.count;
+  }
+
+  get(spi: number): T | undefined {
+    return this.getHalves(spi >>> 16, spi & 0xffff);
+  }
+
+  getHalves(hi: number, lo: number): T | undefined {
+    const m = this.byHi.get(hi);
+    return m === undefined ? undefined : m.get(lo);
+  }
+
+  set(spi: number, v: T): void {
+    const hi = spi >>> 16;
+    let m = this.byHi.get(hi);
+    if (m === undefined) this.byHi.set(hi, (m = new Map()));
+    if (!m.has(spi & 0xffff)) this.count++;
+    m.set(spi & 0xffff, v);
+  }
+
+  delete(spi: number): boolean {
+    const hi = spi >>> 16;
+    const m = this.byHi.get(hi);
+    if (m === undefined || !m.delete(spi & 0xffff)) return false;
+    this.count--;
+    if (m.size === 0) this.byHi.delete(hi);
+    return true;
+  }
+}
+
 export class IpsecManager {
   readonly events = new Emitter<{ upload: UploadEvent }>();
   private readonly records: (SaRecord | undefined)[] = [];
@@ -154,7 +193,7 @@ export class IpsecManager {
   /** Outbound SAs that still match traffic (offloaded or uploading), per ingress port index. */
   private outByPort: SaRecord[][] = [];
   /** Inbound offloaded SAs by SPI. */
-  private readonly inBySpi = new Map<number, SaRecord>();
+  private readonly inBySpi = new SpiMap<SaRecord>();
   private readonly rejections: Rejection[] = [];
   /** Upload events not yet fetched by the port's agent, per port name. */
   private readonly pending = new Map<string, UploadEvent[]>();
@@ -429,7 +468,8 @@ export class IpsecManager {
   /** Inbound SA for an ESP packet (SPI right after the IP header), or undefined. */
   inboundFor(buf: Uint8Array, lay: FrameLayout): SaRecord | undefined {
     if (lay.l4Off + 8 > lay.ipEnd) return undefined;
-    return this.inBySpi.get(get32(buf, lay.l4Off));
+    const o = lay.l4Off;
+    return this.inBySpi.getHalves((buf[o]! << 8) | buf[o + 1]!, (buf[o + 2]! << 8) | buf[o + 3]!);
   }
 
   /** Decrypt in place; the time goes to the receiving VM. */
