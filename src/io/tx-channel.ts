@@ -114,6 +114,8 @@ export class TxChannel {
   /** Frames the worker could not send (write errors), for the backend's stats. */
   failed = 0;
   private congested = false;
+  /** Packets queued for the worker and not yet handed back. */
+  private inFlight = 0;
 
   constructor(readonly worker: TxWorker, private readonly pool: BufferPool, fd: number, mode: number, hdrLen: number, capacity = 4096) {
     this.shim = native();
@@ -163,7 +165,10 @@ export class TxChannel {
       ints[at + 3] = tci;
       ints[at + 4] = hdrOff;
     }
+    this.inFlight += n;
     if (n > 0 && this.tx.publish(n)) this.shim.eventfdRing(this.spec.bell);
+    // Have the worker ring when it hands these back.
+    if (n > 0) this.reap();
     if (!this.congested && this.tx.space() < this.spec.capacity / 4) {
       this.congested = true;
       txPressure.congested++;
@@ -171,30 +176,41 @@ export class TxChannel {
     return n;
   }
 
-  /** Take finished buffers back. */
+  /**
+   * Take finished buffers back. While some are still with the worker, leave
+   * the completion ring's "asleep" flag up, so the worker rings doneBell when
+   * it hands more back: without that, buffers (and the congestion mark that
+   * pauses every receiver) would wait for the next enqueue — which a paused
+   * switch never makes.
+   */
   private reap(): void {
     const done = this.done;
-    const n = done.available();
-    if (n === 0) return;
     const ints = done.ints;
     const packets = this.pool.packets;
-    let bad = 0;
-    for (let k = 0; k < n; k++) {
-      const at = done.slotAt(k);
-      const p = packets[ints[at]!]!;
-      if (ints[at + 1] === 0) {
-        bad++;
-        if (this.port !== null) {
-          const c = this.port.counters;
-          c.txPackets--;
-          c.txBytes -= p.len;
-          c.txDrops[Drop['tx-error']]!++;
+    for (;;) {
+      const n = done.available();
+      if (n > 0) {
+        let bad = 0;
+        for (let k = 0; k < n; k++) {
+          const at = done.slotAt(k);
+          const p = packets[ints[at]!]!;
+          if (ints[at + 1] === 0) {
+            bad++;
+            if (this.port !== null) {
+              const c = this.port.counters;
+              c.txPackets--;
+              c.txBytes -= p.len;
+              c.txDrops[Drop['tx-error']]!++;
+            }
+          }
+          p.release();
         }
+        done.consume(n);
+        this.failed += bad;
+        this.inFlight -= n;
       }
-      p.release();
+      if (this.inFlight === 0 || this.closed || done.sleep()) break;
     }
-    done.consume(n);
-    this.failed += bad;
     if (this.congested && this.tx.space() > (this.spec.capacity * 3) / 4) {
       this.congested = false;
       txPressure.congested--;
