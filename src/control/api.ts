@@ -81,8 +81,10 @@ export function portSummary(ctx: ApiContext, p: Port): Record<string, unknown> {
 function statsOf(ctx: ApiContext, p: Port): Record<string, unknown> {
   const b = ctx.rt.backendOf(p.name);
   const out: Record<string, unknown> = { name: p.name, kind: p.kind, ...p.counters.snapshot() };
-  if (b instanceof FdBackend) out['io'] = { ...b.stats };
-  if (b instanceof TapBackend && b.queueCount > 1) out['queues'] = b.queueBackends().map((q) => ({ ...q.stats }));
+  // Reads and writes on an I/O worker: which (by thread id), and the frames the main thread took from it.
+  const io = (q: FdBackend) => ({ ...q.stats, ...(q.worker !== null ? { workerThread: q.worker.thread.threadId, workerRxFrames: q.rxChannel?.frames ?? 0 } : {}) });
+  if (b instanceof FdBackend) out['io'] = io(b);
+  if (b instanceof TapBackend && b.queueCount > 1) out['queues'] = b.queueBackends().map(io);
   if (b instanceof AfPacketBackend) out['kernel'] = { packets: b.kernelPackets, drops: b.kernelDrops };
   if (p.budget !== undefined) out['budget'] = { ...p.budget, tokensNs: p.tokens, backlog: p.backlog.length };
   return out;

@@ -14,7 +14,7 @@ import { TapBackend } from '../io/tap.js';
 import { AfPacketBackend } from '../io/af-packet.js';
 import { QemuSocketBackend } from '../io/qemu.js';
 import { FdBackend } from '../io/fd-backend.js';
-import { TxWorker } from '../io/tx-channel.js';
+import { IoWorker } from '../io/workers.js';
 import { native, nativeAvailable } from '../io/native/index.js';
 import type { IpsecOffload } from '../offload/capabilities.js';
 
@@ -96,7 +96,7 @@ export class Runtime {
   private tickTimer: ReturnType<typeof setInterval> | null = null;
   private readonly log: NonNullable<RuntimeOptions['log']>;
   private stopped = false;
-  private readonly txWorkers: TxWorker[] = [];
+  private readonly ioWorkers: IoWorker[] = [];
 
   constructor(opts: RuntimeOptions = {}) {
     // Scratch for the backends: virtio header areas, and each transmit channel's rings (~200 KiB per queue).
@@ -108,7 +108,7 @@ export class Runtime {
       ...(shim !== null ? { fillClockNs: (o: Float64Array) => shim.clockNs(o) } : {}),
     });
     this.log = opts.log ?? (() => {});
-    for (let i = 0; i < (opts.txWorkers ?? 0); i++) this.txWorkers.push(new TxWorker(this.pool));
+    for (let i = 0; i < (opts.txWorkers ?? 0); i++) this.ioWorkers.push(new IoWorker(this.pool));
     this.tickTimer = setInterval(() => this.sw.tick(), opts.tickMs ?? 100);
     this.tickTimer.unref?.();
     this.sw.events.on('mac-move', (e) => this.log('info', 'MAC moved', { mac: macToString(e.mac), vlan: e.vlan, from: e.from, to: e.to }));
@@ -158,10 +158,10 @@ export class Runtime {
           for (const a of g.addresses ?? []) inNs('addr', 'add', a, 'dev', tap.ifname, ...(a.includes(':') ? ['nodad'] : []));
         }
       }
-      if (backend instanceof FdBackend && this.txWorkers.length > 0) {
+      if (backend instanceof FdBackend && this.ioWorkers.length > 0) {
         // Each queue's writes go to the least busy worker: a multi-queue port spreads over them.
         const queues = backend instanceof TapBackend ? backend.queueBackends() : [backend];
-        for (const q of queues) q.useTxWorker(this.txWorkers.reduce((a, b) => (b.channels < a.channels ? b : a)));
+        for (const q of queues) q.useIoWorker(this.ioWorkers.reduce((a, b) => (b.channels < a.channels ? b : a)));
       }
       const { device: _d, guest: _g, addresses: _a, ipsecEngine: _i, qemu: _q, queues: _n, ...cfg } = spec;
       const port = this.sw.addPort(cfg, backend);
@@ -219,6 +219,6 @@ export class Runtime {
       }
     }
     // The workers go too; channels still waiting for them are abandoned (their fds closed).
-    for (const w of this.txWorkers) w.terminate();
+    for (const w of this.ioWorkers) w.terminate();
   }
 }

@@ -19,7 +19,9 @@ import type { OffloadCapabilities } from '../offload/capabilities.js';
 import type { OutputQueue, Port, PortBackend } from '../switch/port.js';
 import type { Switch } from '../switch/switch.js';
 import { Errno, native, PollEvent, type NativeShim, type PollHandle } from './native/index.js';
-import { TxChannel, txPressure, type TxWorker } from './tx-channel.js';
+import { TxChannel } from './tx-channel.js';
+import { RxChannel } from './rx-channel.js';
+import { txPressure, type IoWorker } from './workers.js';
 
 export interface FdBackendOptions {
   fd: number;
@@ -83,8 +85,11 @@ export abstract class FdBackend implements PortBackend {
   readonly stats: FdBackendStats = { reads: 0, framesRead: 0, truncated: 0, readErrors: 0, lastReadError: 0, writeErrors: 0, lastWriteError: 0 };
   /** Called once when the fd fails for good (e.g. the device went away). */
   onFatal: ((errno: number) => void) | null = null;
-  /** Writes go through a transmit worker thread when set (useTxWorker). */
+  /** Writes go through a transmit worker thread when set (useIoWorker). */
   private txc: TxChannel | null = null;
+  /** Reads go through the worker too (made on attach). */
+  private rxc: RxChannel | null = null;
+  private ioWorker: IoWorker | null = null;
   private readonly writeHeader = (p: Packet, at: number, tci: number): void => {
     encodeVnetHeader(p.meta, this.pool.bytes, at, this.hdr, this.dataValidOut, tci >= 0 ? 4 : 0);
   };
@@ -116,13 +121,19 @@ export abstract class FdBackend implements PortBackend {
     for (let i = 0; i < txMax; i++) this.txHdr[i] = this.hdrScratch + i * 16;
   }
 
-  /** Hand this port's writes to a transmit worker thread (before attach). */
-  useTxWorker(worker: TxWorker): void {
+  /** Hand this queue's reads and writes to an I/O worker thread (before attach). */
+  useIoWorker(worker: IoWorker): void {
     if (this.txc === null) this.txc = new TxChannel(worker, this.pool, this.fd, this.mode, this.hdr);
+    this.ioWorker = worker;
   }
 
-  get txWorker(): TxWorker | null {
-    return this.txc?.worker ?? null;
+  get worker(): IoWorker | null {
+    return this.ioWorker;
+  }
+
+  /** Reads through the worker: its counters (frames taken, wake-ups that took some). */
+  get rxChannel(): RxChannel | null {
+    return this.rxc;
   }
 
   /** Start delivering received frames to `sw` as `port`. */
@@ -130,6 +141,20 @@ export abstract class FdBackend implements PortBackend {
     this.sw = sw;
     this.port = port;
     this.txc?.attach(port);
+    if (this.ioWorker !== null) {
+      const sink = {
+        frame: (p: Packet, _at: number, total: number, tci: number): boolean => {
+          if (total >= 0) this.stats.framesRead++;
+          return this.frame(p, total, tci, p.tailroom + this.hdr, sw, port);
+        },
+        flush: (): void => {
+          this.stats.reads++;
+          if (this.rx.count > 0) sw.receive(port, this.rx);
+        },
+      };
+      this.rxc = new RxChannel(this.ioWorker, this.pool, this.fd, this.mode, this.hdr, this.slotFrame, sink, this.n, this.rounds, (errno) => this.fatal(errno));
+      return;
+    }
     for (let i = 0; i < this.n; i++) this.fillSlot(i);
     this.poll = this.shim.pollStart(this.fd, PollEvent.READABLE, (status) => this.onReadable(status));
   }
@@ -193,17 +218,25 @@ export abstract class FdBackend implements PortBackend {
 
   /** Turn slot i's read into a packet in the receive batch. */
   private take(i: number, sw: Switch, port: Port): void {
-    const slot = this.slots[i]!;
-    const total = this.lens[i]!;
+    if (this.frame(this.slots[i]!, this.lens[i]!, this.tcis[i]!, this.caps[i]!, sw, port)) this.fillSlot(i);
+  }
+
+  /**
+   * A frame read into `slot` (`total` bytes with the virtio header; < 0: it
+   * did not fit `room`): into the receive batch, copied into a small buffer
+   * or as the slot's buffer itself. True when the slot's buffer was handed
+   * over (the slot needs a new one).
+   */
+  private frame(slot: Packet, total: number, tci: number, room: number, sw: Switch, port: Port): boolean {
     if (total < 0) {
       this.stats.truncated++;
-      sw.countReceiveDrop(port, this.caps[i]!, 'oversize');
-      return;
+      sw.countReceiveDrop(port, room, 'oversize');
+      return false;
     }
     const len = total - this.hdr;
     if (len < 14) {
       sw.countReceiveDrop(port, Math.max(0, len), 'malformed');
-      return;
+      return false;
     }
     const mem = slot.buf;
     const meta = slot.meta;
@@ -212,10 +245,9 @@ export abstract class FdBackend implements PortBackend {
       const e = decodeVnetHeader(mem, slot.off - this.hdr, this.hdr, mem, slot.off, len, meta, this.source);
       if (e !== null) {
         sw.countReceiveDrop(port, len, 'vnet-header', e);
-        return;
+        return false;
       }
     }
-    const tci = this.tcis[i]!;
     if (tci >= 0) {
       meta.vlanPresent = true;
       meta.vlanTci = tci & 0xffff;
@@ -226,12 +258,12 @@ export abstract class FdBackend implements PortBackend {
       copyBytes(mem, small.off, slot.off, len);
       small.meta.copyFrom(meta);
       this.rx.push(small);
-      return;
+      return false;
     }
-    // Hand the slot's buffer over and give the slot a fresh one.
+    // Hand the slot's buffer over.
     slot.setLength(len);
     this.rx.push(slot);
-    this.fillSlot(i);
+    return true;
   }
 
   transmit(q: OutputQueue, _port: Port): number {
@@ -268,9 +300,11 @@ export abstract class FdBackend implements PortBackend {
     this.closed = true;
     if (this.poll !== null) this.shim.pollStop(this.poll);
     this.poll = null;
-    // With a transmit worker, the fd closes once the worker has let go of it.
-    if (this.txc !== null) this.txc.close(() => this.shim.close(this.fd));
-    else this.shim.close(this.fd);
+    // With an I/O worker, the fd closes once the worker has let go of both channels.
+    const txc = this.txc;
+    const closeTx = () => (txc !== null ? txc.close(() => this.shim.close(this.fd)) : this.shim.close(this.fd));
+    if (this.rxc !== null) this.rxc.close(closeTx);
+    else closeTx();
     for (let i = 0; i < this.n; i++) {
       const p = this.slots[i];
       if (p !== null && p !== undefined) p.release();

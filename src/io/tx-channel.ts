@@ -1,108 +1,18 @@
-// The main thread's side of transmit workers (see tx-worker.ts): a TxChannel
-// per port queues packets by buffer index into a ring the port's worker
-// drains, and takes the buffers back — releasing them to the pool, which
-// only the main thread touches — from the completion ring.
+// The main thread's side of a port queue's writes on an I/O worker (see
+// io-worker.ts): a TxChannel queues packets by buffer index into a ring the
+// worker drains, and takes the buffers back — releasing them to the pool,
+// which only the main thread touches — from the completion ring.
 
-import { Worker } from 'node:worker_threads';
 import type { BufferPool } from '../packet/pool.js';
 import type { Packet } from '../packet/packet.js';
 import type { OutputQueue, Port } from '../switch/port.js';
 import { Drop } from '../switch/counters.js';
 import { native, PollEvent, type NativeShim, type PollHandle } from './native/index.js';
 import { SpscRing } from './ring.js';
-
-/** TX record: buffer index, frame offset, length, TCI (-1 none), virtio header offset, spare. */
-export const TX_WIDTH = 6;
-/** Completion record: buffer index, 1 sent / 0 failed. */
-export const DONE_WIDTH = 2;
-/** Int in the TX ring's header: the worker waits for completion-ring space. */
-export const STALLED = 3;
-
-export interface ChannelSpec {
-  id: number;
-  fd: number;
-  /** IoMode of the fd: 0 writev, 1 sendmmsg. */
-  mode: number;
-  /** virtio_net_hdr bytes before each frame (0: none). */
-  hdrLen: number;
-  capacity: number;
-  /** Byte offsets of the rings in the shared packet memory. */
-  txOff: number;
-  doneOff: number;
-  /** eventfds: main → worker, worker → main. */
-  bell: number;
-  doneBell: number;
-}
-
-let nextId = 1;
-
-/**
- * Backpressure from transmit workers to receive: while some channel is more
- * than 3/4 full, receivers pause (briefly) instead of reading frames that
- * would be dropped at a full ring — a worker that cannot keep up slows the
- * switch down rather than making TCP retransmit.
- */
-export const txPressure = {
-  congested: 0,
-  waiters: new Set<() => void>(),
-  resume(): void {
-    if (this.congested > 0) return;
-    const w = [...this.waiters];
-    this.waiters.clear();
-    for (const f of w) f();
-  },
-};
-
-/** One worker thread and the channels it serves. */
-export class TxWorker {
-  readonly thread: Worker;
-  private readonly waiting = new Map<number, () => void>();
-  channels = 0;
-  private gone = false;
-
-  constructor(readonly pool: BufferPool) {
-    const buffer = pool.memory.buffer;
-    if (!(buffer instanceof SharedArrayBuffer)) throw new Error('transmit workers need shared packet memory');
-    this.thread = new Worker(new URL('./tx-worker.js', import.meta.url), { workerData: { buffer } });
-    this.thread.unref();
-    this.thread.on('message', (m: { removed?: number }) => {
-      if (m.removed !== undefined) {
-        this.waiting.get(m.removed)?.();
-        this.waiting.delete(m.removed);
-      }
-    });
-  }
-
-  add(spec: ChannelSpec): void {
-    this.channels++;
-    this.thread.postMessage({ add: spec });
-  }
-
-  /** Ask the worker to let go of a channel; `then` runs once it has (at once if the worker is gone). */
-  remove(id: number, then: () => void): void {
-    this.channels--;
-    if (this.gone) {
-      then();
-      return;
-    }
-    this.waiting.set(id, then);
-    this.thread.postMessage({ remove: id });
-  }
-
-  /** Stop the thread; channels still waiting for it finish their cleanup now. */
-  terminate(): void {
-    if (this.gone) return;
-    this.gone = true;
-    void this.thread.terminate().then(() => {
-      const w = [...this.waiting.values()];
-      this.waiting.clear();
-      for (const f of w) f();
-    });
-  }
-}
+import { DONE_WIDTH, STALLED, TX_WIDTH, nextChannelId, txPressure, type IoWorker, type TxSpec } from './workers.js';
 
 export class TxChannel {
-  readonly spec: ChannelSpec;
+  readonly spec: TxSpec;
   private readonly tx: SpscRing;
   private readonly done: SpscRing;
   private readonly shim: NativeShim;
@@ -117,14 +27,14 @@ export class TxChannel {
   /** Packets queued for the worker and not yet handed back. */
   private inFlight = 0;
 
-  constructor(readonly worker: TxWorker, private readonly pool: BufferPool, fd: number, mode: number, hdrLen: number, capacity = 4096) {
+  constructor(readonly worker: IoWorker, private readonly pool: BufferPool, fd: number, mode: number, hdrLen: number, capacity = 4096) {
     this.shim = native();
     const mem = pool.memory;
     const txOff = mem.alloc(SpscRing.bytes(capacity, TX_WIDTH), 64);
     const doneOff = mem.alloc(SpscRing.bytes(capacity, DONE_WIDTH), 64);
     this.hdrBase = hdrLen > 0 ? mem.alloc(capacity * 16, 16) : 0;
     this.spec = {
-      id: nextId++, fd, mode, hdrLen, capacity, txOff, doneOff,
+      kind: 'tx', id: nextChannelId(), fd, mode, hdrLen, capacity, txOff, doneOff,
       bell: this.shim.eventfdOpen(), doneBell: this.shim.eventfdOpen(),
     };
     this.tx = new SpscRing(mem.buffer, txOff, capacity, TX_WIDTH);

@@ -1,0 +1,129 @@
+// I/O worker threads, the main thread's side: each owns the reading and
+// writing of some port queues (channels), exchanging packets with the main
+// thread — which runs the pipeline and alone touches the buffer pool —
+// through lock-free rings in the shared packet memory (ring.ts), never
+// through a message per packet. See io-worker.ts for the thread itself,
+// tx-channel.ts and rx-channel.ts for the two kinds of channel.
+
+import { Worker } from 'node:worker_threads';
+import type { BufferPool } from '../packet/pool.js';
+
+/** TX record: buffer index, frame offset, length, TCI (-1 none), virtio header offset, spare. */
+export const TX_WIDTH = 6;
+/** Completion record: buffer index, 1 sent / 0 failed. */
+export const DONE_WIDTH = 2;
+/** Int in the TX ring's header: the worker waits for completion-ring space. */
+export const STALLED = 3;
+
+export interface TxSpec {
+  kind: 'tx';
+  id: number;
+  fd: number;
+  /** IoMode of the fd: 0 writev, 1 sendmmsg. */
+  mode: number;
+  /** virtio_net_hdr bytes before each frame (0: none). */
+  hdrLen: number;
+  capacity: number;
+  /** Byte offsets of the rings in the shared packet memory. */
+  txOff: number;
+  doneOff: number;
+  /** eventfds: main → worker, worker → main. */
+  bell: number;
+  doneBell: number;
+}
+
+/** Fill record (main → worker): buffer index, where the read goes (virtio header first), room there. */
+export const FILL_WIDTH = 3;
+/** Receive record (worker → main): buffer index, read offset, bytes read (-1: longer than the room), TCI (-1 none). */
+export const RX_WIDTH = 4;
+
+export interface RxSpec {
+  kind: 'rx';
+  id: number;
+  fd: number;
+  /** IoMode of the fd: 0 read, 1 recvmmsg. */
+  mode: number;
+  capacity: number;
+  fillOff: number;
+  rxOff: number;
+  /** eventfds: main → worker (buffers given, room made), worker → main (frames read). */
+  bell: number;
+  rxBell: number;
+}
+
+export type ChannelSpec = TxSpec | RxSpec;
+
+let nextId = 1;
+export const nextChannelId = (): number => nextId++;
+
+/**
+ * Backpressure from transmit workers to receive: while some channel is more
+ * than 3/4 full, receivers pause (briefly) instead of reading frames that
+ * would be dropped at a full ring — a worker that cannot keep up slows the
+ * switch down rather than making TCP retransmit.
+ */
+export const txPressure = {
+  congested: 0,
+  waiters: new Set<() => void>(),
+  resume(): void {
+    if (this.congested > 0) return;
+    const w = [...this.waiters];
+    this.waiters.clear();
+    for (const f of w) f();
+  },
+};
+
+/** One worker thread and the channels it serves. */
+export class IoWorker {
+  readonly thread: Worker;
+  private readonly waiting = new Map<number, () => void>();
+  private readonly fatal = new Map<number, (errno: number) => void>();
+  channels = 0;
+  private gone = false;
+
+  constructor(readonly pool: BufferPool) {
+    const buffer = pool.memory.buffer;
+    if (!(buffer instanceof SharedArrayBuffer)) throw new Error('I/O workers need shared packet memory');
+    this.thread = new Worker(new URL('./io-worker.js', import.meta.url), { workerData: { buffer } });
+    this.thread.unref();
+    this.thread.on('message', (m: { removed?: number; fatal?: number; errno?: number }) => {
+      if (m.removed !== undefined) {
+        this.waiting.get(m.removed)?.();
+        this.waiting.delete(m.removed);
+      } else if (m.fatal !== undefined) {
+        this.fatal.get(m.fatal)?.(m.errno ?? 0);
+      }
+    });
+  }
+
+  /** Hand a channel to the thread; `onFatal` runs if its fd fails for good there. */
+  add(spec: ChannelSpec, onFatal?: (errno: number) => void): void {
+    if (spec.kind === 'tx') this.channels++;
+    if (onFatal !== undefined) this.fatal.set(spec.id, onFatal);
+    this.thread.postMessage({ add: spec });
+  }
+
+  /** Ask the worker to let go of a channel; `then` runs once it has (at once if the worker is gone). */
+  remove(id: number, then: () => void, kind: ChannelSpec['kind'] = 'tx'): void {
+    if (kind === 'tx') this.channels--;
+    this.fatal.delete(id);
+    if (this.gone) {
+      then();
+      return;
+    }
+    this.waiting.set(id, then);
+    this.thread.postMessage({ remove: id });
+  }
+
+  /** Stop the thread; channels still waiting for it finish their cleanup now. */
+  terminate(): void {
+    if (this.gone) return;
+    this.gone = true;
+    void this.thread.terminate().then(() => {
+      const w = [...this.waiting.values()];
+      this.waiting.clear();
+      for (const f of w) f();
+    });
+  }
+}
+
