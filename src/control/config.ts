@@ -77,6 +77,7 @@ export const CONFIG_SCHEMA = {
         },
         stateDir: { type: 'string', minLength: 1 },
         workers: { type: 'integer', minimum: 0, maximum: 64 },
+        workerReads: { type: 'boolean' },
       },
     },
     ports: {
@@ -224,8 +225,10 @@ export interface SwitchYaml {
   api?: { socket?: string; listen?: string };
   log?: { level?: 'debug' | 'info' | 'warn' | 'error'; format?: 'json' | 'text' };
   stateDir?: string;
-  /** Transmit worker threads (0: all I/O on the main thread). */
+  /** I/O worker threads (0: all I/O on the main thread). */
   workers?: number;
+  /** With workers: whether they read the queues too (true) or only write them. */
+  workerReads?: boolean;
 }
 
 export interface ConfigYaml {
@@ -242,6 +245,7 @@ export interface SwitchSettings {
   logFormat: 'json' | 'text';
   stateDir: string;
   workers: number;
+  workerReads: boolean;
 }
 
 export interface LoadedConfig {
@@ -250,7 +254,7 @@ export interface LoadedConfig {
 }
 
 export const DEFAULT_STATE_DIR = '/run/vswitch';
-/** Transmit workers by default (see docs/benchmarks.md for what they bring on a 2-core machine). */
+/** I/O worker threads by default (see docs/benchmarks.md for what they bring on a 2-core machine). */
 export const DEFAULT_WORKERS = 0;
 
 // --- errors -------------------------------------------------------------------------------
@@ -576,6 +580,7 @@ export function parseConfig(text: string, file = '<config>'): LoadedConfig {
       logFormat: s.log?.format ?? 'json',
       stateDir,
       workers: s.workers ?? DEFAULT_WORKERS,
+      workerReads: s.workerReads ?? true,
     },
     ports,
   };

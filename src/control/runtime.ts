@@ -54,8 +54,10 @@ export interface RuntimeOptions {
   /** ms between housekeeping ticks (MAC aging, budgets); default 100. */
   tickMs?: number;
   log?: (level: 'info' | 'warn' | 'error', msg: string, fields?: Record<string, unknown>) => void;
-  /** Transmit worker threads (0: everything on the main thread). Ports are spread over them. */
-  txWorkers?: number;
+  /** I/O worker threads (0: everything on the main thread). Port queues are spread over them. */
+  ioWorkers?: number;
+  /** Whether the workers read their queues too (default) or only write them (the main thread reads). */
+  workerReads?: boolean;
 }
 
 /** Real-sized defaults: 32 K MTU buffers (64 MiB), 1 K super-frame buffers (66 MiB). */
@@ -97,6 +99,7 @@ export class Runtime {
   private readonly log: NonNullable<RuntimeOptions['log']>;
   private stopped = false;
   private readonly ioWorkers: IoWorker[] = [];
+  private readonly workerReads: boolean;
 
   constructor(opts: RuntimeOptions = {}) {
     // Scratch for the backends: virtio header areas, and each transmit channel's rings (~200 KiB per queue).
@@ -108,7 +111,8 @@ export class Runtime {
       ...(shim !== null ? { fillClockNs: (o: Float64Array) => shim.clockNs(o) } : {}),
     });
     this.log = opts.log ?? (() => {});
-    for (let i = 0; i < (opts.txWorkers ?? 0); i++) this.ioWorkers.push(new IoWorker(this.pool));
+    this.workerReads = opts.workerReads ?? true;
+    for (let i = 0; i < (opts.ioWorkers ?? 0); i++) this.ioWorkers.push(new IoWorker(this.pool));
     this.tickTimer = setInterval(() => this.sw.tick(), opts.tickMs ?? 100);
     this.tickTimer.unref?.();
     this.sw.events.on('mac-move', (e) => this.log('info', 'MAC moved', { mac: macToString(e.mac), vlan: e.vlan, from: e.from, to: e.to }));
@@ -159,9 +163,9 @@ export class Runtime {
         }
       }
       if (backend instanceof FdBackend && this.ioWorkers.length > 0) {
-        // Each queue's writes go to the least busy worker: a multi-queue port spreads over them.
+        // Each queue goes to the least busy worker: a multi-queue port spreads over them.
         const queues = backend instanceof TapBackend ? backend.queueBackends() : [backend];
-        for (const q of queues) q.useIoWorker(this.ioWorkers.reduce((a, b) => (b.channels < a.channels ? b : a)));
+        for (const q of queues) q.useIoWorker(this.ioWorkers.reduce((a, b) => (b.channels < a.channels ? b : a)), this.workerReads);
       }
       const { device: _d, guest: _g, addresses: _a, ipsecEngine: _i, qemu: _q, queues: _n, ...cfg } = spec;
       const port = this.sw.addPort(cfg, backend);

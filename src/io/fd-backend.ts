@@ -90,6 +90,7 @@ export abstract class FdBackend implements PortBackend {
   /** Reads go through the worker too (made on attach). */
   private rxc: RxChannel | null = null;
   private ioWorker: IoWorker | null = null;
+  private workerReads = false;
   private readonly writeHeader = (p: Packet, at: number, tci: number): void => {
     encodeVnetHeader(p.meta, this.pool.bytes, at, this.hdr, this.dataValidOut, tci >= 0 ? 4 : 0);
   };
@@ -121,10 +122,11 @@ export abstract class FdBackend implements PortBackend {
     for (let i = 0; i < txMax; i++) this.txHdr[i] = this.hdrScratch + i * 16;
   }
 
-  /** Hand this queue's reads and writes to an I/O worker thread (before attach). */
-  useIoWorker(worker: IoWorker): void {
+  /** Hand this queue's writes, and its reads unless `reads` is false, to an I/O worker thread (before attach). */
+  useIoWorker(worker: IoWorker, reads = true): void {
     if (this.txc === null) this.txc = new TxChannel(worker, this.pool, this.fd, this.mode, this.hdr);
     this.ioWorker = worker;
+    this.workerReads = reads;
   }
 
   get worker(): IoWorker | null {
@@ -141,7 +143,7 @@ export abstract class FdBackend implements PortBackend {
     this.sw = sw;
     this.port = port;
     this.txc?.attach(port);
-    if (this.ioWorker !== null) {
+    if (this.ioWorker !== null && this.workerReads) {
       const sink = {
         frame: (p: Packet, _at: number, total: number, tci: number): boolean => {
           if (total >= 0) this.stats.framesRead++;

@@ -35,8 +35,9 @@ export interface LabOptions {
   uplinkFeatures?: string[];
   /** Extra arguments for the switch's node process (e.g. --cpu-prof). */
   nodeArgs?: string[];
-  /** Transmit worker threads of the switch (switch.workers). */
+  /** I/O worker threads of the switch (switch.workers), and whether they read too (switch.workerReads). */
   workers?: number;
+  workerReads?: boolean;
 }
 
 const live = new Set<Lab>();
@@ -140,7 +141,7 @@ export class Lab {
     }
     const configPath = join(this.dir, 'switch.yaml');
     writeFileSync(configPath, toYaml({
-      switch: { name: this.prefix, stateDir: this.dir, log: { level: 'info', format: 'json' }, ...(opts.workers !== undefined ? { workers: opts.workers } : {}) },
+      switch: { name: this.prefix, stateDir: this.dir, log: { level: 'info', format: 'json' }, ...(opts.workers !== undefined ? { workers: opts.workers } : {}), ...(opts.workerReads !== undefined ? { workerReads: opts.workerReads } : {}) },
       ports,
     }));
     this.api = new Client(join(this.dir, `${this.prefix}.sock`));
