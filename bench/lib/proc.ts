@@ -5,26 +5,13 @@
 
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { readFileSync, rmSync } from 'node:fs';
+import { run as runCommand, type RunResult } from '../../src/cli/subprocess.js';
 
-export interface RunResult {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
+export type { RunResult } from '../../src/cli/subprocess.js';
 
 /** Run a command to its end without blocking the event loop; never throws (code -1: could not start or timed out). */
 export function run(cmd: string, args: string[], timeoutMs = 30_000, env?: NodeJS.ProcessEnv): Promise<RunResult> {
-  return new Promise((resolve) => {
-    const c = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'], ...(env !== undefined ? { env } : {}) });
-    track(c);
-    let stdout = '';
-    let stderr = '';
-    c.stdout.on('data', (d: Buffer) => { stdout += d.toString(); });
-    c.stderr.on('data', (d: Buffer) => { stderr += d.toString(); });
-    const t = setTimeout(() => { stderr += `\n(timed out after ${timeoutMs} ms)`; c.kill('SIGKILL'); }, timeoutMs);
-    c.once('error', (e) => { clearTimeout(t); resolve({ code: -1, stdout, stderr: e.message }); });
-    c.once('close', (code) => { clearTimeout(t); resolve({ code: code ?? -1, stdout, stderr }); });
-  });
+  return runCommand(cmd, args, timeoutMs, env, track);
 }
 
 /** Run, and throw with the command and its error output if it fails. */

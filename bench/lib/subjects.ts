@@ -25,6 +25,7 @@ import { Client } from '../../src/cli/client.js';
 import type { StatsSnapshot } from '../../src/cli/format.js';
 import type { ProbeSnapshot } from '../gc-probe.js';
 import { must, onCleanup, run, runIn, sleep, trackDir } from './proc.js';
+import { stopDaemon } from '../../src/cli/subprocess.js';
 import { reachable } from './measure.js';
 
 export const distRoot = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
@@ -380,18 +381,7 @@ export class VswitchDaemon {
   async stop(timeoutMs = 15_000): Promise<number | null> {
     const child = this.child;
     if (child === null || !this.running) return child?.exitCode ?? null;
-    const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
-    try {
-      await this.api.call('POST', '/v1/shutdown');
-    } catch {
-      child.kill('SIGTERM');
-    }
-    const t1 = setTimeout(() => child.kill('SIGTERM'), timeoutMs / 2);
-    const t2 = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
-    const code = await exited;
-    clearTimeout(t1);
-    clearTimeout(t2);
-    return code;
+    return stopDaemon(child, () => this.api.call('POST', '/v1/shutdown'), timeoutMs);
   }
 
   /** A .cpuprofile the daemon wrote on exit (with --cpu-prof --cpu-prof-dir=<dir>). */

@@ -24,6 +24,9 @@ import { stringify as toYaml } from 'yaml';
 import type { PortKind } from '../switch/port.js';
 import type { StatsSnapshot } from './format.js';
 import { Client } from './client.js';
+import { run, stopDaemon, type RunResult } from './subprocess.js';
+
+export { run, type RunResult };
 
 // --- the scenario, shared by the live and the in-memory runs ------------------------------
 
@@ -165,26 +168,6 @@ export function flowLabel(from: string, to: string): string {
 // --- the real thing: namespaces, a veth, the daemon ------------------------------------
 
 const distCli = dirname(fileURLToPath(import.meta.url));
-
-export interface RunResult {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
-/** Run a command without blocking the event loop (the progress spinner and live lines keep moving). */
-export function run(cmd: string, args: string[], timeoutMs = 30_000, env?: NodeJS.ProcessEnv): Promise<RunResult> {
-  return new Promise((resolve) => {
-    const c = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'], ...(env !== undefined ? { env } : {}) });
-    let stdout = '';
-    let stderr = '';
-    c.stdout.on('data', (d: Buffer) => { stdout += d.toString(); });
-    c.stderr.on('data', (d: Buffer) => { stderr += d.toString(); });
-    const t = setTimeout(() => c.kill('SIGKILL'), timeoutMs);
-    c.once('error', (e) => { clearTimeout(t); resolve({ code: -1, stdout, stderr: e.message }); });
-    c.once('close', (code) => { clearTimeout(t); resolve({ code: code ?? -1, stdout, stderr }); });
-  });
-}
 
 async function must(cmd: string, args: string[]): Promise<string> {
   const r = await run(cmd, args);
@@ -379,18 +362,7 @@ export class DemoTopology {
     const child = this.daemon;
     if (child === null) return null;
     if (!this.switchRunning) return child.exitCode;
-    const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
-    try {
-      await this.api.call('POST', '/v1/shutdown');
-    } catch {
-      child.kill('SIGTERM');
-    }
-    const t1 = setTimeout(() => child.kill('SIGTERM'), timeoutMs / 2);
-    const t2 = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
-    const code = await exited;
-    clearTimeout(t1);
-    clearTimeout(t2);
-    return code;
+    return stopDaemon(child, () => this.api.call('POST', '/v1/shutdown'), timeoutMs);
   }
 
   /** Everything in order: processes, the switch (it removes what it made), the physical network, and a sweep. */

@@ -29,6 +29,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdint.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -580,55 +581,68 @@ static napi_value aead_new(napi_env env, napi_callback_info info) {
   return h;
 }
 
+// The arguments aeadSeal and aeadOpen share: (h, nonce(12), aad, buf, off, len, tag, tagOff).
+typedef struct {
+  aead_t* a;
+  uint8_t *nonce, *aad, *buf, *tag;
+  size_t alen;
+  int32_t off, len, toff;
+} aead_call_t;
+
+// Parse and bounds-check them; false when anything is off (a missing handle,
+// a nonce that is not 12 bytes, a range outside its array, a tag without 16 bytes).
+static bool aead_args(napi_env env, napi_callback_info info, aead_call_t* c) {
+  size_t argc = 8;
+  napi_value argv[8];
+  c->a = NULL;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 8) return false;
+  napi_get_value_external(env, argv[0], (void**)&c->a);
+  size_t nlen = 0, blen = 0, tlen = 0;
+  c->nonce = arg_ta(env, argv[1], &nlen);
+  c->aad = arg_ta(env, argv[2], &c->alen);
+  c->buf = arg_ta(env, argv[3], &blen);
+  c->off = arg_i32(env, argv[4]);
+  c->len = arg_i32(env, argv[5]);
+  c->tag = arg_ta(env, argv[6], &tlen);
+  c->toff = arg_i32(env, argv[7]);
+  return c->a && c->nonce && nlen == 12 && c->buf && c->off >= 0 && c->len >= 0 && (size_t)c->off + (size_t)c->len <= blen &&
+    c->tag && c->toff >= 0 && (size_t)c->toff + 16 <= tlen;
+}
+
 // aeadSeal(h, nonce(12), aad, buf, off, len, tag, tagOff): encrypt buf[off..off+len) in place, tag out.
 static napi_value aead_seal(napi_env env, napi_callback_info info) {
-  ARGS(8);
-  aead_t* a = NULL;
-  napi_get_value_external(env, argv[0], (void**)&a);
-  size_t nlen = 0, alen = 0, blen = 0, tlen = 0;
-  uint8_t* nonce = arg_ta(env, argv[1], &nlen);
-  uint8_t* aad = arg_ta(env, argv[2], &alen);
-  uint8_t* buf = arg_ta(env, argv[3], &blen);
-  int32_t off = arg_i32(env, argv[4]), len = arg_i32(env, argv[5]);
-  uint8_t* tag = arg_ta(env, argv[6], &tlen);
-  int32_t toff = arg_i32(env, argv[7]);
-  if (!a || !nonce || nlen != 12 || !buf || off < 0 || len < 0 || (size_t)off + (size_t)len > blen || !tag || toff < 0 || (size_t)toff + 16 > tlen) {
+  aead_call_t c;
+  if (!aead_args(env, info, &c)) {
     napi_throw_range_error(env, NULL, "aeadSeal: bad arguments");
     return NULL;
   }
-  int outl = 0, ok = EVP_EncryptInit_ex(a->enc, NULL, NULL, NULL, nonce) == 1 &&
-    (alen == 0 || EVP_EncryptUpdate(a->enc, NULL, &outl, aad, (int)alen) == 1) &&
-    EVP_EncryptUpdate(a->enc, buf + off, &outl, buf + off, len) == 1 &&
-    EVP_EncryptFinal_ex(a->enc, buf + off + outl, &outl) == 1 &&
-    EVP_CIPHER_CTX_ctrl(a->enc, EVP_CTRL_GCM_GET_TAG, 16, tag + toff) == 1;
-  if (!ok) { napi_throw_error(env, NULL, "aeadSeal: OpenSSL failed"); return NULL; }
+  aead_t* a = c.a;
+  uint8_t* p = c.buf + c.off;
+  int outl = 0, ok = EVP_EncryptInit_ex(a->enc, NULL, NULL, NULL, c.nonce) == 1 &&
+    (c.alen == 0 || EVP_EncryptUpdate(a->enc, NULL, &outl, c.aad, (int)c.alen) == 1) &&
+    EVP_EncryptUpdate(a->enc, p, &outl, p, c.len) == 1 &&
+    EVP_EncryptFinal_ex(a->enc, p + outl, &outl) == 1 &&
+    EVP_CIPHER_CTX_ctrl(a->enc, EVP_CTRL_GCM_GET_TAG, 16, c.tag + c.toff) == 1;
+  if (!ok) napi_throw_error(env, NULL, "aeadSeal: OpenSSL failed");
   return NULL;
 }
 
 // aeadOpen(h, nonce, aad, buf, off, len, tag, tagOff) -> true and the plaintext in place, or false and buf untouched.
 static napi_value aead_open(napi_env env, napi_callback_info info) {
-  ARGS(8);
-  aead_t* a = NULL;
-  napi_get_value_external(env, argv[0], (void**)&a);
-  size_t nlen = 0, alen = 0, blen = 0, tlen = 0;
-  uint8_t* nonce = arg_ta(env, argv[1], &nlen);
-  uint8_t* aad = arg_ta(env, argv[2], &alen);
-  uint8_t* buf = arg_ta(env, argv[3], &blen);
-  int32_t off = arg_i32(env, argv[4]), len = arg_i32(env, argv[5]);
-  uint8_t* tag = arg_ta(env, argv[6], &tlen);
-  int32_t toff = arg_i32(env, argv[7]);
+  aead_call_t c;
   napi_value r;
-  if (!a || !nonce || nlen != 12 || !buf || off < 0 || len < 0 || len > AEAD_SCRATCH || (size_t)off + (size_t)len > blen || !tag || toff < 0 || (size_t)toff + 16 > tlen) {
+  if (!aead_args(env, info, &c) || c.len > AEAD_SCRATCH) {
     napi_get_boolean(env, false, &r);
     return r;
   }
+  aead_t* a = c.a;
   int outl = 0, fin = 0;
-  int ok = EVP_DecryptInit_ex(a->dec, NULL, NULL, NULL, nonce) == 1 &&
-    (alen == 0 || EVP_DecryptUpdate(a->dec, NULL, &outl, aad, (int)alen) == 1) &&
-    EVP_DecryptUpdate(a->dec, a->scratch, &outl, buf + off, len) == 1 &&
-    EVP_CIPHER_CTX_ctrl(a->dec, EVP_CTRL_GCM_SET_TAG, 16, tag + toff) == 1 &&
+  int ok = EVP_DecryptInit_ex(a->dec, NULL, NULL, NULL, c.nonce) == 1 &&
+    (c.alen == 0 || EVP_DecryptUpdate(a->dec, NULL, &outl, c.aad, (int)c.alen) == 1) &&
+    EVP_DecryptUpdate(a->dec, a->scratch, &outl, c.buf + c.off, c.len) == 1 &&
+    EVP_CIPHER_CTX_ctrl(a->dec, EVP_CTRL_GCM_SET_TAG, 16, c.tag + c.toff) == 1 &&
     EVP_DecryptFinal_ex(a->dec, a->scratch + outl, &fin) == 1;
-  if (ok) memcpy(buf + off, a->scratch, (size_t)len);
+  if (ok) memcpy(c.buf + c.off, a->scratch, (size_t)c.len);
   napi_get_boolean(env, ok, &r);
   return r;
 }
