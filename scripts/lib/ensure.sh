@@ -14,15 +14,7 @@ ensure_tools() {
       missing+=("$pkg")
     fi
   done
-  [ ${#missing[@]} -eq 0 ] && return 0
-  if [ "$(id -u)" -ne 0 ]; then
-    echo "vswitch: missing system packages: ${missing[*]} (run as root to install them, or: sudo apt-get install ${missing[*]})" >&2
-    return 0
-  fi
-  echo "vswitch: installing ${missing[*]} ..." >&2
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq >/dev/null
-  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  install_missing "${missing[@]}"
 }
 
 # ensure_packages PKG ... — apt-get install the Debian packages that are not installed
@@ -32,15 +24,20 @@ ensure_packages() {
   for pkg in "$@"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
   done
-  [ ${#missing[@]} -eq 0 ] && return 0
+  install_missing "${missing[@]}"
+}
+
+# install_missing PKG ... — apt-get install them (as root; otherwise say what is missing and how to get it).
+install_missing() {
+  [ $# -eq 0 ] && return 0
   if [ "$(id -u)" -ne 0 ]; then
-    echo "vswitch: missing system packages: ${missing[*]} (run as root to install them)" >&2
+    echo "vswitch: missing system packages: $* (run as root to install them, or: sudo apt-get install $*)" >&2
     return 0
   fi
-  echo "vswitch: installing ${missing[*]} ..." >&2
+  echo "vswitch: installing $* ..." >&2
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq >/dev/null
-  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  apt-get install -y -qq --no-install-recommends "$@" >/dev/null
 }
 
 # ensure_node_deps — npm ci when node_modules is missing or older than the lock file.
