@@ -3,7 +3,7 @@
 //
 //   ./bench/run.sh switch [--quick] [--soak] [--no-write] [--no-profile]
 //                         [--reps N] [--seconds N] [--only id,id,...] [--soak-seconds N]
-//                         [--workers N [--worker-reads on|off]] [--queues N]   (vswitch: switch.workers, workerReads, queues: on synthetic ports)
+//                         [--workers N [--worker-reads on|off] [--worker-ports KIND,...]] [--queues N]   (vswitch: switch.workers, workerReads, queues: on synthetic ports)
 //
 // Builds every switch first, then repeats the scenarios interleaved (each
 // switch once per repetition), then a CPU profile of the daemon per profiled
@@ -102,7 +102,7 @@ const fail = (what: string, e: unknown) => {
 
 // vswitch's own knobs, the same for every vswitch daemon of the run (recorded with the command).
 const tuning = {
-  ...(val('--workers') !== undefined ? { settings: { workers: Number(val('--workers')), ...(val('--worker-reads') !== undefined ? { workerReads: val('--worker-reads') !== 'off' } : {}) } } : {}),
+  ...(val('--workers') !== undefined ? { settings: { workers: Number(val('--workers')), ...(val('--worker-reads') !== undefined ? { workerReads: val('--worker-reads') !== 'off' } : {}), ...(val('--worker-ports') !== undefined ? { workerPorts: val('--worker-ports')!.split(',') } : {}) } } : {}),
   ...(val('--queues') !== undefined ? { queues: Number(val('--queues')) } : {}),
 };
 const vsA = new VswitchA(prefix, 4, { probe: true, ...tuning });
@@ -433,8 +433,8 @@ const report: Report = {
   heapAcrossRun: heapA === undefined ? null : { delta: heapA.last.heapAfterGc - heapA.first.heapAfterGc, minutes: (heapA.last.t - heapA.first.t) / 60_000 },
   profiles,
   ovsCommands: ovsOn.commands.length > 0 ? ovsOn.commands : ovsOff.commands,
-  vswitchSettings: Object.keys(tuning).length === 0 ? 'the configuration defaults (no `workers:`, no `queues:`)'
-    : [tuning.settings !== undefined ? `\`switch: {workers: ${tuning.settings.workers}${tuning.settings.workerReads !== undefined ? `, workerReads: ${tuning.settings.workerReads}` : ''}}\`` : '', tuning.queues !== undefined ? `\`queues: ${tuning.queues}\` on the synthetic ports` : ''].filter((x) => x).join(', '),
+  vswitchSettings: Object.keys(tuning).length === 0 ? 'the configuration defaults (one I/O worker writing the legacy and external ports, no `queues:`)'
+    : [tuning.settings !== undefined ? `\`switch: {workers: ${tuning.settings.workers}${tuning.settings.workerReads !== undefined ? `, workerReads: ${tuning.settings.workerReads}` : ''}${tuning.settings.workerPorts !== undefined ? `, workerPorts: [${(tuning.settings.workerPorts as string[]).join(', ')}]` : ''}}\`` : '', tuning.queues !== undefined ? `\`queues: ${tuning.queues}\` on the synthetic ports` : ''].filter((x) => x).join(', '),
   failures,
 };
 

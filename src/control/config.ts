@@ -10,7 +10,7 @@ import { LineCounter, isMap, isNode, isScalar, parseDocument, type Document } fr
 import { Ajv, type ErrorObject } from 'ajv';
 import { macFromString } from '../wire/bytes.js';
 import { parseCidr, type Acl, type AclRule, type PortSecurity } from '../switch/policy.js';
-import type { OffloadBudget, VlanConfig } from '../switch/port.js';
+import type { OffloadBudget, PortKind, VlanConfig } from '../switch/port.js';
 import type { PortSpec } from './runtime.js';
 
 // --- the file's shape ------------------------------------------------------------
@@ -78,6 +78,7 @@ export const CONFIG_SCHEMA = {
         stateDir: { type: 'string', minLength: 1 },
         workers: { type: 'integer', minimum: 0, maximum: 64 },
         workerReads: { type: 'boolean' },
+        workerPorts: { type: 'array', items: { enum: ['synthetic', 'host', 'legacy', 'external'] }, uniqueItems: true },
       },
     },
     ports: {
@@ -227,8 +228,10 @@ export interface SwitchYaml {
   stateDir?: string;
   /** I/O worker threads (0: all I/O on the main thread). */
   workers?: number;
-  /** With workers: whether they read the queues too (true) or only write them. */
+  /** With workers: whether they read the queues too (true) or only write them (default). */
   workerReads?: boolean;
+  /** With workers: the kinds of port whose queues they take (default legacy and external). */
+  workerPorts?: PortKind[];
 }
 
 export interface ConfigYaml {
@@ -246,6 +249,7 @@ export interface SwitchSettings {
   stateDir: string;
   workers: number;
   workerReads: boolean;
+  workerPorts: PortKind[];
 }
 
 export interface LoadedConfig {
@@ -254,8 +258,16 @@ export interface LoadedConfig {
 }
 
 export const DEFAULT_STATE_DIR = '/run/vswitch';
-/** I/O worker threads by default (see docs/benchmarks.md for what they bring on a 2-core machine). */
-export const DEFAULT_WORKERS = 0;
+/**
+ * By default one I/O worker writes the legacy NICs and uplinks: where the switch
+ * segments and checksums in software, one frame in becomes dozens of writes,
+ * and a second thread for them doubles what those paths carry; a vNIC's
+ * pass-through super-frame is one write, where a hand-off costs more than it
+ * saves (measured: docs/benchmarks.md).
+ */
+export const DEFAULT_WORKERS = 1;
+export const DEFAULT_WORKER_READS = false;
+export const DEFAULT_WORKER_PORTS: PortKind[] = ['legacy', 'external'];
 
 // --- errors -------------------------------------------------------------------------------
 
@@ -580,7 +592,8 @@ export function parseConfig(text: string, file = '<config>'): LoadedConfig {
       logFormat: s.log?.format ?? 'json',
       stateDir,
       workers: s.workers ?? DEFAULT_WORKERS,
-      workerReads: s.workerReads ?? true,
+      workerReads: s.workerReads ?? DEFAULT_WORKER_READS,
+      workerPorts: s.workerPorts ?? DEFAULT_WORKER_PORTS,
     },
     ports,
   };

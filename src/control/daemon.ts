@@ -79,7 +79,7 @@ export async function startDaemon(configPath: string, logOverride?: Logger): Pro
   recoverPrevious(stateFile, log);
 
   const yaml = parseYaml(readFileSync(configPath, 'utf8')) as ConfigYaml;
-  const rt = new Runtime({ macAgingMs: s.macAgingMs, ioWorkers: s.workers, workerReads: s.workerReads, log: (level, msg, fields) => log[level](msg, fields) });
+  const rt = new Runtime({ macAgingMs: s.macAgingMs, ioWorkers: s.workers, workerReads: s.workerReads, workerPorts: s.workerPorts, log: (level, msg, fields) => log[level](msg, fields) });
   // IPsec task offload: vswitch's ESP engine serves uplinks configured with `ipsec:`; its AES-GCM
   // runs in the native shim with a context per SA (node:crypto, ~4× slower, if the shim is missing).
   rt.sw.enableIpsec(nativeAeadIfAvailable() ?? nodeAead);

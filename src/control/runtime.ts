@@ -58,6 +58,8 @@ export interface RuntimeOptions {
   ioWorkers?: number;
   /** Whether the workers read their queues too (default) or only write them (the main thread reads). */
   workerReads?: boolean;
+  /** The kinds of port whose queues go to workers (default all). */
+  workerPorts?: PortKind[];
 }
 
 /** Real-sized defaults: 32 K MTU buffers (64 MiB), 1 K super-frame buffers (66 MiB). */
@@ -100,6 +102,7 @@ export class Runtime {
   private stopped = false;
   private readonly ioWorkers: IoWorker[] = [];
   private readonly workerReads: boolean;
+  private readonly workerPorts: ReadonlySet<PortKind>;
 
   constructor(opts: RuntimeOptions = {}) {
     // Scratch for the backends: virtio header areas, and each transmit channel's rings (~200 KiB per queue).
@@ -112,6 +115,7 @@ export class Runtime {
     });
     this.log = opts.log ?? (() => {});
     this.workerReads = opts.workerReads ?? true;
+    this.workerPorts = new Set(opts.workerPorts ?? ['synthetic', 'host', 'legacy', 'external']);
     for (let i = 0; i < (opts.ioWorkers ?? 0); i++) this.ioWorkers.push(new IoWorker(this.pool));
     this.tickTimer = setInterval(() => this.sw.tick(), opts.tickMs ?? 100);
     this.tickTimer.unref?.();
@@ -162,7 +166,7 @@ export class Runtime {
           for (const a of g.addresses ?? []) inNs('addr', 'add', a, 'dev', tap.ifname, ...(a.includes(':') ? ['nodad'] : []));
         }
       }
-      if (backend instanceof FdBackend && this.ioWorkers.length > 0) {
+      if (backend instanceof FdBackend && this.ioWorkers.length > 0 && this.workerPorts.has(spec.kind)) {
         // Each queue goes to the least busy worker: a multi-queue port spreads over them.
         const queues = backend instanceof TapBackend ? backend.queueBackends() : [backend];
         for (const q of queues) q.useIoWorker(this.ioWorkers.reduce((a, b) => (b.channels < a.channels ? b : a)), this.workerReads);

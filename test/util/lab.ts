@@ -38,6 +38,8 @@ export interface LabOptions {
   /** I/O worker threads of the switch (switch.workers), and whether they read too (switch.workerReads). */
   workers?: number;
   workerReads?: boolean;
+  /** switch.workerPorts: the kinds of port whose queues go to workers. */
+  workerPorts?: string[];
 }
 
 const live = new Set<Lab>();
@@ -141,7 +143,7 @@ export class Lab {
     }
     const configPath = join(this.dir, 'switch.yaml');
     writeFileSync(configPath, toYaml({
-      switch: { name: this.prefix, stateDir: this.dir, log: { level: 'info', format: 'json' }, ...(opts.workers !== undefined ? { workers: opts.workers } : {}), ...(opts.workerReads !== undefined ? { workerReads: opts.workerReads } : {}) },
+      switch: { name: this.prefix, stateDir: this.dir, log: { level: 'info', format: 'json' }, ...(opts.workers !== undefined ? { workers: opts.workers } : {}), ...(opts.workerReads !== undefined ? { workerReads: opts.workerReads } : {}), ...(opts.workerPorts !== undefined ? { workerPorts: opts.workerPorts } : {}) },
       ports,
     }));
     this.api = new Client(join(this.dir, `${this.prefix}.sock`));

@@ -82,15 +82,17 @@ test('a good configuration becomes runtime port specs and switch settings', () =
   assert.deepEqual(c.ports[1]!.vlan, { mode: 'trunk', allowed: [10, 20], native: 1 });
   const d = parseConfig('ports: []', 'x.yaml').settings;
   assert.equal(d.socket, '/run/vswitch/vswitch.sock', 'default socket');
-  assert.equal(d.workers, 0, 'no I/O workers by default');
-  assert.equal(d.workerReads, true, 'workers read their queues by default');
-  const w = parseConfig('switch: { workers: 2, workerReads: false }\nports: []', 'x.yaml').settings;
-  assert.deepEqual([w.workers, w.workerReads], [2, false]);
+  assert.equal(d.workers, 1, 'one I/O worker by default');
+  assert.equal(d.workerReads, false, 'it writes only, by default');
+  assert.deepEqual(d.workerPorts, ['legacy', 'external'], 'the legacy NICs and uplinks, by default');
+  const w = parseConfig('switch: { workers: 2, workerReads: false, workerPorts: [legacy, external] }\nports: []', 'x.yaml').settings;
+  assert.deepEqual([w.workers, w.workerReads, w.workerPorts], [2, false, ['legacy', 'external']]);
 });
 
 test('I/O worker settings: a count in range, a boolean', () => {
   one('switch: { workers: 65 }\nports: []\n', 1, /must be <= 64/);
   one('switch:\n  workers: 1\n  workerReads: sometimes\nports: []\n', 3, /must be boolean/);
+  one('switch:\n  workerPorts: [legacy, vm]\nports: []\n', 2, /one of "synthetic", "host", "legacy", "external"/);
 });
 
 test('YAML syntax error: line and column of the broken text', () => {
