@@ -97,6 +97,7 @@ route('GET', '/v1/switch', (ctx) => ({
   ports: ctx.rt.sw.listPorts().length,
   pool: { inUse: ctx.rt.pool.inUse, capacity: ctx.rt.pool.capacity, classes: ctx.rt.pool.stats(), simdChecksum: ctx.rt.pool.memory.accelerated },
   macTable: { entries: ctx.rt.sw.macs.size, capacity: ctx.rt.sw.macs.capacity, agingMs: ctx.rt.sw.macs.agingMs },
+  workers: ctx.rt.workersView(),
   dropReasons: DROP_REASONS,
 }));
 

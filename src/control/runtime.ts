@@ -104,6 +104,16 @@ export class Runtime {
   private readonly workerReads: boolean;
   private readonly workerPorts: ReadonlySet<PortKind>;
 
+  /** The I/O workers as configured, and the port queues each holds. */
+  workersView(): { count: number; reads: boolean; portKinds: PortKind[]; threads: { threadId: number; queues: number }[] } {
+    return {
+      count: this.ioWorkers.length,
+      reads: this.workerReads,
+      portKinds: [...this.workerPorts],
+      threads: this.ioWorkers.map((w) => ({ threadId: w.thread.threadId, queues: w.channels })),
+    };
+  }
+
   constructor(opts: RuntimeOptions = {}) {
     // Scratch for the backends: virtio header areas, and each transmit channel's rings (~200 KiB per queue).
     this.pool = new BufferPool({ classes: opts.pool?.classes ?? RUNTIME_POOL, scratchBytes: 64 << 20 });

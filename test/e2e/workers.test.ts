@@ -92,6 +92,9 @@ test('a 64-byte UDP flood through the worker to every kind of port, then: all bu
 test('the defaults — one worker writes the legacy NIC and the uplink, the main thread does the rest: the same floods, the same recovery', { skip: !runnable && why, timeout: 180_000 }, async () => {
   const l = await Lab.start({ nodes: ['vm1', 'vm2', 'leg', 'phys'], portOverrides: { vm1: { queues: 2 }, vm2: { queues: 2 } } });
   try {
+    const sw = await l.api.call<{ workers: { count: number; reads: boolean; portKinds: string[]; threads: { queues: number }[] } }>('GET', '/v1/switch');
+    assert.deepEqual([sw.workers.count, sw.workers.reads, sw.workers.portKinds], [1, false, ['legacy', 'external']], 'the default worker settings');
+    assert.equal(sw.workers.threads[0]!.queues, 2, 'the worker holds the legacy NIC\'s queue and the uplink\'s');
     for (const to of ['vm2', 'leg', 'phys'] as const) assert.equal(l.ping('vm1', to).status, 0, `vm1 → ${to} before the flood`);
     await floodThenWork(l, await inUse(l), { reads: false, kinds: ['leg', 'phys'] });
   } finally {
