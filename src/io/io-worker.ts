@@ -166,6 +166,14 @@ function stopIn(ch: RxChannel): void {
   ch.in = null;
 }
 
+/** Poll a doorbell eventfd: drain it, then run `fn`. */
+function onBell(fd: number, fn: () => void): PollHandle {
+  return shim.pollStart(fd, PollEvent.READABLE, () => {
+    shim.eventfdDrain(fd);
+    fn();
+  });
+}
+
 parentPort!.on('message', (m: { add?: ChannelSpec; remove?: number }) => {
   if (m.add !== undefined) {
     const spec = m.add;
@@ -174,10 +182,7 @@ parentPort!.on('message', (m: { add?: ChannelSpec; remove?: number }) => {
         spec,
         tx: new SpscRing(buffer, spec.txOff, spec.capacity, TX_WIDTH),
         done: new SpscRing(buffer, spec.doneOff, spec.capacity, DONE_WIDTH),
-        bell: shim.pollStart(spec.bell, PollEvent.READABLE, () => {
-          shim.eventfdDrain(spec.bell);
-          drainTx(ch);
-        }),
+        bell: onBell(spec.bell, () => drainTx(ch)),
         out: null,
       };
       txChannels.set(spec.id, ch);
@@ -187,8 +192,7 @@ parentPort!.on('message', (m: { add?: ChannelSpec; remove?: number }) => {
         spec,
         fill: new SpscRing(buffer, spec.fillOff, spec.capacity, FILL_WIDTH),
         rx: new SpscRing(buffer, spec.rxOff, spec.capacity, RX_WIDTH),
-        bell: shim.pollStart(spec.bell, PollEvent.READABLE, () => {
-          shim.eventfdDrain(spec.bell);
+        bell: onBell(spec.bell, () => {
           Atomics.store(ch.fill.ints, STALLED, 0);
           drainRx(ch);
         }),
