@@ -25,7 +25,7 @@ import { EspSa, decapsulate, encapsulate, matchesSelector, type Aead, type EspEr
 import type { Packet } from '../packet/packet.js';
 import { L3, type FrameLayout } from '../wire/frame.js';
 import { IpProtocol } from '../wire/ipv4.js';
-import { ipv4FromString, ipv6FromString, ipv6ToString } from '../wire/bytes.js';
+import { get16, ipv4FromString, ipv6FromString, ipv6ToString } from '../wire/bytes.js';
 
 export type SaState = 'offloaded' | 'uploading' | 'uploaded';
 
@@ -469,7 +469,7 @@ export class IpsecManager {
   inboundFor(buf: Uint8Array, lay: FrameLayout): SaRecord | undefined {
     if (lay.l4Off + 8 > lay.ipEnd) return undefined;
     const o = lay.l4Off;
-    return this.inBySpi.getHalves((buf[o]! << 8) | buf[o + 1]!, (buf[o + 2]! << 8) | buf[o + 3]!);
+    return this.inBySpi.getHalves(get16(buf, o), get16(buf, o + 2));
   }
 
   /** Decrypt in place; the time goes to the receiving VM. */

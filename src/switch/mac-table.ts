@@ -3,6 +3,8 @@
 // learning on the data path allocate nothing; deletion shifts entries back
 // instead of leaving tombstones, so probe chains stay short under churn.
 
+import { get16, getMacLo } from '../wire/bytes.js';
+
 export const LearnResult = {
   /** A new entry was made. */
   NEW: 0,
@@ -31,7 +33,6 @@ const EMPTY = -1;
 /** A MAC (48-bit number) as its high 16 bits and its low 32 bits, signed. */
 const macHi = (mac: number): number => Math.floor(mac / 0x100000000) & 0xffff;
 const macLo = (mac: number): number => (mac % 0x100000000) | 0;
-const readLo = (b: Uint8Array, o: number): number => (b[o]! << 24) | (b[o + 1]! << 16) | (b[o + 2]! << 8) | b[o + 3]!;
 
 export class MacTable {
   private readonly mask: number;
@@ -97,7 +98,7 @@ export class MacTable {
 
   /** `lookup` for the MAC at `buf[off..off+6]` (the data path's form: nothing boxed). */
   lookupAt(vlan: number, buf: Uint8Array, off: number): number {
-    return this.lookupHiLo(vlan, (buf[off]! << 8) | buf[off + 1]!, readLo(buf, off + 2));
+    return this.lookupHiLo(vlan, get16(buf, off), getMacLo(buf, off));
   }
 
   private lookupHiLo(vlan: number, hi: number, lo: number): number {
@@ -141,7 +142,7 @@ export class MacTable {
 
   /** `learn` for the MAC at `buf[off..off+6]`, seen at `clock`. */
   learnAt(vlan: number, buf: Uint8Array, off: number, port: number): LearnResult {
-    return this.learnHiLo(vlan, (buf[off]! << 8) | buf[off + 1]!, readLo(buf, off + 2), port);
+    return this.learnHiLo(vlan, get16(buf, off), getMacLo(buf, off), port);
   }
 
   private learnHiLo(vlan: number, hi: number, lo: number, port: number): LearnResult {
@@ -170,7 +171,7 @@ export class MacTable {
 
   /** `isStatic` for the MAC at `buf[off..off+6]`. */
   isStaticAt(vlan: number, buf: Uint8Array, off: number): boolean {
-    const i = this.find(vlan, (buf[off]! << 8) | buf[off + 1]!, readLo(buf, off + 2));
+    const i = this.find(vlan, get16(buf, off), getMacLo(buf, off));
     return i >= 0 && this.statics[i] === 1;
   }
 

@@ -6,7 +6,7 @@
 // here, a route moved). Learning on the data path allocates nothing for
 // IPv4; IPv6 bindings are learned from neighbour discovery only.
 
-import { get32, getMac, ipv4ToString, ipv6ToString } from '../wire/bytes.js';
+import { get16, get32, getMac, getMacLo, ipv4ToString, ipv6ToString } from '../wire/bytes.js';
 import { EtherType } from '../wire/ethernet.js';
 import { FrameLayout, L3 } from '../wire/frame.js';
 import { IpProtocol } from '../wire/ipv4.js';
@@ -59,8 +59,8 @@ export class NeighborTable {
    */
   private set4(key: number, buf: Uint8Array, macOff: number): void {
     if (key === 0) return;
-    const hi = (buf[macOff]! << 8) | buf[macOff + 1]!;
-    const lo = (buf[macOff + 2]! << 24) | (buf[macOff + 3]! << 16) | (buf[macOff + 4]! << 8) | buf[macOff + 5]!;
+    const hi = get16(buf, macOff);
+    const lo = getMacLo(buf, macOff);
     let slot = this.v4.get(key);
     if (slot !== undefined && this.v4Hi[slot] === hi && this.v4Lo[slot] === lo) return;
     const previous = slot === undefined ? -1 : this.macAt(slot);

@@ -2,7 +2,7 @@
 // port security (which source MACs and IP addresses a port may use).
 // Matching reads the frame in place through its FrameLayout; nothing allocates.
 
-import { get16, getMac, ipv4FromString, ipv6FromString } from '../wire/bytes.js';
+import { get16, getMac, getMacLo, ipv4FromString, ipv6FromString } from '../wire/bytes.js';
 import { EtherType } from '../wire/ethernet.js';
 import { FrameLayout, L3 } from '../wire/frame.js';
 import { IpProtocol } from '../wire/ipv4.js';
@@ -144,7 +144,7 @@ export function checkPortSecurity(sec: PortSecurity | undefined, buf: Uint8Array
     // The MAC computed here, not by a call: a 48-bit number returned from a
     // function that V8 did not inline is a fresh heap number per packet.
     const o = lay.off + 6;
-    const src = ((buf[o]! << 8) | buf[o + 1]!) * 0x100000000 + (((buf[o + 2]! << 24) | (buf[o + 3]! << 16) | (buf[o + 4]! << 8) | buf[o + 5]!) >>> 0);
+    const src = get16(buf, o) * 0x100000000 + (getMacLo(buf, o) >>> 0);
     let ok = false;
     for (let i = 0; i < macs.length; i++) if (macs[i] === src) { ok = true; break; }
     if (!ok) return 'spoofed-mac';

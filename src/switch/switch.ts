@@ -1024,7 +1024,6 @@ export class Switch {
         const vlan = port.backlogVlan[k]!;
         k++;
         port.counters.pending--;
-        this.macs.clock[0] = now;
         this.forward(p, port, vlan, true);
       }
       port.backlog.splice(0, k);

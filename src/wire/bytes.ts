@@ -26,6 +26,15 @@ export function getMac(b: Uint8Array, o: number): number {
   return get16(b, o) * 0x100000000 + get32(b, o + 2);
 }
 
+/**
+ * The low 32 bits of the MAC at `b[o..o+6]`, as a signed integer (its high 16
+ * bits are `get16(b, o)`). The data path compares MACs as these two small
+ * integers: a whole MAC is a 48-bit number, which V8 boxes when it crosses a call.
+ */
+export function getMacLo(b: Uint8Array, o: number): number {
+  return (b[o + 2]! << 24) | (b[o + 3]! << 16) | (b[o + 4]! << 8) | b[o + 5]!;
+}
+
 export function setMac(b: Uint8Array, o: number, mac: number): void {
   set16(b, o, Math.floor(mac / 0x100000000));
   set32(b, o + 2, mac >>> 0);

@@ -2,7 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
 import {
-  BROADCAST_MAC, get16, get32, getMac, ipv4FromString, ipv4ToString, ipv6FromString, ipv6ToString, isMulticastMac,
+  BROADCAST_MAC, get16, get32, getMac, getMacLo, ipv4FromString, ipv4ToString, ipv6FromString, ipv6ToString, isMulticastMac,
   macFromString, macToString, set16, set32, setMac,
 } from '../../../src/wire/bytes.js';
 import { hex } from '../../util/strict-bytes.js';
@@ -19,6 +19,9 @@ test('16/32-bit big-endian fields and 48-bit MACs round-trip at any offset', () 
       assert.equal(b[off], v32 >>> 24);
       setMac(b, off, mac);
       assert.equal(getMac(b, off), mac);
+      // The data path's halves: high 16 bits, low 32 bits signed (a small integer to V8).
+      assert.equal(get16(b, off) * 0x100000000 + (getMacLo(b, off) >>> 0), mac);
+      assert.equal(getMacLo(b, off), mac % 0x100000000 | 0);
       assert.equal(macFromString(macToString(mac)), mac);
     }));
   const b = new Uint8Array(6);
