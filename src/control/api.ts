@@ -265,8 +265,8 @@ route('POST', '/v1/trace', (ctx, _q, _s, _p, body) => {
   return { frameLength: frame.length, ...ctx.rt.sw.trace(t.in, frame, prepare) };
 });
 
-/** How to end each running capture cleanly (statistics blocks written, stream ended), by port name. */
-const captureStops = new Map<string, () => void>();
+/** How to end each running capture cleanly (statistics blocks written, stream ended), by port. */
+const captureStops = new WeakMap<Port, () => void>();
 
 /**
  * Stream a pcapng capture of a port until `count` packets or `seconds` passed,
@@ -298,7 +298,7 @@ route('GET', '/v1/ports/([^/]+)/capture', (ctx, req, res, [name]) => {
   const finish = () => {
     if (finished) return;
     finished = true;
-    if (captureStops.get(name!) === finish) captureStops.delete(name!);
+    if (captureStops.get(port) === finish) captureStops.delete(port);
     stop();
     if (timer !== null) clearTimeout(timer);
     if (poll !== null) clearInterval(poll);
@@ -308,15 +308,14 @@ route('GET', '/v1/ports/([^/]+)/capture', (ctx, req, res, [name]) => {
   res.on('close', finish);
   if (seconds > 0) timer = setTimeout(finish, seconds * 1000);
   if (count > 0) poll = setInterval(() => { if (writer.stats.packets >= count) finish(); }, 50);
-  captureStops.set(name!, finish);
+  captureStops.set(port, finish);
   ctx.log.info('capture started', { port: name });
   return STREAMING;
 });
 
 /** End the running capture of a port cleanly; its stream closes with whole blocks and the statistics. */
 route('DELETE', '/v1/ports/([^/]+)/capture', (ctx, _q, _s, [name]) => {
-  portOf(ctx, name!);
-  const finish = captureStops.get(name!);
+  const finish = captureStops.get(portOf(ctx, name!));
   if (finish === undefined) throw new ApiError(404, `port ${name} is not being captured`);
   finish();
   ctx.log.info('capture stopped', { port: name });

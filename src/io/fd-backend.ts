@@ -133,7 +133,7 @@ export abstract class FdBackend implements PortBackend {
     return this.ioWorker;
   }
 
-  /** Reads through the worker: its counters (frames taken, wake-ups that took some). */
+  /** Reads through the worker, if they go there (its `frames` counter). */
   get rxChannel(): RxChannel | null {
     return this.rxc;
   }
@@ -145,8 +145,8 @@ export abstract class FdBackend implements PortBackend {
     this.txc?.attach(port);
     if (this.ioWorker !== null && this.workerReads) {
       const sink = {
-        frame: (p: Packet, _at: number, total: number, tci: number): boolean => {
-          if (total >= 0) this.stats.framesRead++;
+        frame: (p: Packet, total: number, tci: number): boolean => {
+          this.stats.framesRead++;
           return this.frame(p, total, tci, p.tailroom + this.hdr, sw, port);
         },
         flush: (): void => {

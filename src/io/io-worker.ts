@@ -9,8 +9,8 @@
 //     releases them. The kernel's receive work for those frames (a guest's
 //     TCP stack runs in the writer's context) happens here, on another core.
 //   receive: main → fill ring (empty buffers) → the worker reads frames into
-//     them in batches (read / recvmmsg) → rx ring (buffer, offset, length,
-//     tag) → main decodes the virtio header and runs the pipeline.
+//     them in batches (read / recvmmsg) → rx ring (buffer, length, tag) →
+//     main decodes the virtio header and runs the pipeline.
 //
 // A side that cannot go on (ring full, no buffers) raises the ring's STALLED
 // flag and the other side rings the doorbell (an eventfd) once it made room;
@@ -144,9 +144,8 @@ function drainRx(ch: RxChannel): void {
     for (let k = 0; k < got; k++) {
       const at = rx.slotFor(k);
       rints[at] = fints[fill.slotAt(k)]!;
-      rints[at + 1] = offs[k]!;
-      rints[at + 2] = lens[k]!;
-      rints[at + 3] = tcis[k]!;
+      rints[at + 1] = lens[k]!;
+      rints[at + 2] = tcis[k]!;
     }
     fill.consume(got);
     if (rx.publish(got)) shim.eventfdRing(spec.rxBell);

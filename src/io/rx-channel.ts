@@ -12,12 +12,12 @@ import { FILL_WIDTH, RX_WIDTH, STALLED, nextChannelId, txPressure, type IoWorker
 
 export interface RxSink {
   /**
-   * One frame the worker read into `p` (its bytes from `at`, `total` of them
-   * including the virtio header; -1: longer than the buffer). Returns true
+   * One frame the worker read into `p` (`total` bytes including the virtio
+   * header in front of `p.off`; -1: longer than the buffer). Returns true
    * when it kept the buffer (handed it to the switch), false when the buffer
    * may be read into again.
    */
-  frame(p: Packet, at: number, total: number, tci: number): boolean;
+  frame(p: Packet, total: number, tci: number): boolean;
   /** The frames of this wake-up are all in: run the switch on them. */
   flush(): void;
 }
@@ -34,9 +34,8 @@ export class RxChannel {
   private paused = false;
   private retry: ReturnType<typeof setTimeout> | null = null;
   private scheduled = false;
-  /** Frames taken from the worker, and wake-ups that took some. */
+  /** Frames taken from the worker. */
   frames = 0;
-  batches = 0;
 
   /**
    * `depth` buffers of `frameRoom` bytes (plus `hdrLen` for the virtio header
@@ -70,16 +69,11 @@ export class RxChannel {
   /** Give the worker empty buffers until it holds `depth`; true if it does. */
   private topUp(): boolean {
     const fill = this.fill;
-    const ints = fill.ints;
     let n = 0;
     while (this.outstanding + n < this.depth && n < fill.space()) {
       const p = this.pool.take(this.frameRoom);
       if (p === null) break;
-      const at = fill.slotFor(n);
-      ints[at] = p.index;
-      ints[at + 1] = p.off - this.hdrLen;
-      ints[at + 2] = p.tailroom + this.hdrLen;
-      n++;
+      this.put(n++, p);
     }
     if (n > 0) {
       fill.publish(n);
@@ -88,14 +82,19 @@ export class RxChannel {
     return this.outstanding >= this.depth;
   }
 
+  /** Write the fill record for `p` as the k-th after those already published: read into it from its virtio header on. */
+  private put(k: number, p: Packet): void {
+    const ints = this.fill.ints;
+    const at = this.fill.slotFor(k);
+    ints[at] = p.index;
+    ints[at + 1] = p.off - this.hdrLen;
+    ints[at + 2] = p.tailroom + this.hdrLen;
+  }
+
   /** Give `p` back to the worker to read into again. */
   private refill(p: Packet): void {
-    const fill = this.fill;
-    const at = fill.slotFor(0);
-    fill.ints[at] = p.index;
-    fill.ints[at + 1] = p.off - this.hdrLen;
-    fill.ints[at + 2] = p.tailroom + this.hdrLen;
-    fill.publish(1);
+    this.put(0, p);
+    this.fill.publish(1);
     this.outstanding++;
   }
 
@@ -132,7 +131,7 @@ export class RxChannel {
         const at = rx.slotAt(k);
         const p = packets[ints[at]!]!;
         this.outstanding--;
-        if (!this.sink.frame(p, ints[at + 1]!, ints[at + 2]!, ints[at + 3]!)) this.refill(p);
+        if (!this.sink.frame(p, ints[at + 1]!, ints[at + 2]!)) this.refill(p);
       }
       rx.consume(n);
       took += n;
@@ -140,10 +139,7 @@ export class RxChannel {
       this.topUp();
       this.wake();
     }
-    if (took > 0) {
-      this.frames += took;
-      this.batches++;
-    }
+    this.frames += took;
     if (this.outstanding < this.depth && this.retry === null && !this.topUp()) {
       // The pool is dry: try again shortly (buffers come back as packets leave).
       this.retry = setTimeout(() => { this.retry = null; this.topUp(); this.wake(); }, 1);

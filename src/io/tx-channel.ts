@@ -57,7 +57,6 @@ export class TxChannel {
    */
   enqueue(q: OutputQueue, header: ((p: Packet, at: number, tci: number) => void) | null): number {
     if (this.closed) return 0;
-    this.reap();
     const n = Math.min(q.count, this.tx.space());
     const ints = this.tx.ints;
     const hdrLen = this.spec.hdrLen;
@@ -77,8 +76,8 @@ export class TxChannel {
     }
     this.inFlight += n;
     if (n > 0 && this.tx.publish(n)) this.shim.eventfdRing(this.spec.bell);
-    // Have the worker ring when it hands these back.
-    if (n > 0) this.reap();
+    // Take back what the worker is done with; have it ring for the rest.
+    this.reap();
     if (!this.congested && this.tx.space() < this.spec.capacity / 4) {
       this.congested = true;
       txPressure.congested++;

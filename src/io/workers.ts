@@ -34,8 +34,8 @@ export interface TxSpec {
 
 /** Fill record (main → worker): buffer index, where the read goes (virtio header first), room there. */
 export const FILL_WIDTH = 3;
-/** Receive record (worker → main): buffer index, read offset, bytes read (-1: longer than the room), TCI (-1 none). */
-export const RX_WIDTH = 4;
+/** Receive record (worker → main): buffer index, bytes read (-1: longer than the room), TCI (-1 none). */
+export const RX_WIDTH = 3;
 
 export interface RxSpec {
   kind: 'rx';
