@@ -654,6 +654,10 @@ typedef struct {
   napi_env env;
   napi_ref cb;
   int closing;
+  // Closes the handle if its environment goes away first (a worker thread
+  // terminated with polls still running): Node refuses to close a loop that
+  // still has handles open, and aborts the process.
+  napi_async_cleanup_hook_handle teardown;
 } poller_t;
 
 static void on_poll(uv_poll_t* h, int status, int events) {
@@ -682,6 +686,23 @@ static void on_close(uv_handle_t* h) {
   poller_t* p = (poller_t*)h->data;
   napi_delete_reference(p->env, p->cb);
   free(p);
+}
+
+// The environment is being torn down: the JavaScript side will not stop this
+// poll any more. Close it; once closed, tell Node it may close the loop. (The
+// callback's reference goes with the environment.)
+static void on_teardown_close(uv_handle_t* h) {
+  poller_t* p = (poller_t*)h->data;
+  napi_remove_async_cleanup_hook(p->teardown);
+  free(p);
+}
+
+static void poller_teardown(napi_async_cleanup_hook_handle handle, void* arg) {
+  poller_t* p = (poller_t*)arg;
+  p->teardown = handle;
+  p->closing = 1;
+  uv_poll_stop(&p->poll);
+  uv_close((uv_handle_t*)&p->poll, on_teardown_close);
 }
 
 static void poller_finalize(napi_env env, void* data, void* hint) {
@@ -713,6 +734,7 @@ static napi_value poll_start(napi_env env, napi_callback_info info) {
     uv_close((uv_handle_t*)&p->poll, on_close);
     return throw_errno(env, "pollStart: uv_poll_start", -r);
   }
+  napi_add_async_cleanup_hook(env, poller_teardown, p, &p->teardown);
   napi_value handle;
   napi_create_external(env, p, poller_finalize, NULL, &handle);
   return handle;
@@ -724,6 +746,7 @@ static napi_value poll_stop(napi_env env, napi_callback_info info) {
   poller_t* p = NULL;
   if (napi_get_value_external(env, argv[0], (void**)&p) != napi_ok || !p || p->closing) return NULL;
   p->closing = 1;
+  napi_remove_async_cleanup_hook(p->teardown);
   uv_poll_stop(&p->poll);
   uv_close((uv_handle_t*)&p->poll, on_close);
   return NULL;
