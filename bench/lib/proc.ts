@@ -5,7 +5,9 @@
 
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { readFileSync, rmSync } from 'node:fs';
-import { run as runCommand, type RunResult } from '../../src/cli/subprocess.js';
+import { linkNames, must as mustCommand, netnsList, run as runCommand, type RunResult } from '../../src/cli/subprocess.js';
+
+export { linkNames, netnsList };
 
 export type { RunResult } from '../../src/cli/subprocess.js';
 
@@ -15,10 +17,8 @@ export function run(cmd: string, args: string[], timeoutMs = 30_000, env?: NodeJ
 }
 
 /** Run, and throw with the command and its error output if it fails. */
-export async function must(cmd: string, args: string[], timeoutMs = 30_000, env?: NodeJS.ProcessEnv): Promise<string> {
-  const r = await run(cmd, args, timeoutMs, env);
-  if (r.code !== 0) throw new Error(`${cmd} ${args.join(' ')}: ${(r.stderr || r.stdout).trim() || `exit ${r.code}`}`);
-  return r.stdout;
+export function must(cmd: string, args: string[], timeoutMs = 30_000, env?: NodeJS.ProcessEnv): Promise<string> {
+  return mustCommand(cmd, args, timeoutMs, env, track);
 }
 
 /** `ip netns exec NS cmd...` (NS null: the root namespace). */
@@ -70,16 +70,6 @@ export function trackDir(d: string): void {
 /** A synchronous last-resort cleanup step (runs before the sweep, newest first). */
 export function onCleanup(f: () => void): void {
   hooks.push(f);
-}
-
-export function netnsList(): string[] {
-  const r = spawnSync('ip', ['netns', 'list'], { encoding: 'utf8' });
-  return (r.stdout ?? '').split('\n').map((l) => l.split(' ')[0]!).filter((n) => n.length > 0);
-}
-
-export function linkNames(): string[] {
-  const r = spawnSync('ip', ['-o', 'link', 'show'], { encoding: 'utf8' });
-  return (r.stdout ?? '').split('\n').map((l) => l.split(': ')[1]?.split('@')[0]).filter((n): n is string => n !== undefined && n.length > 0);
 }
 
 /** What of this run is still on the machine. */

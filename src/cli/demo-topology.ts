@@ -24,7 +24,7 @@ import { stringify as toYaml } from 'yaml';
 import type { PortKind } from '../switch/port.js';
 import type { StatsSnapshot } from './format.js';
 import { Client } from './client.js';
-import { run, stopDaemon, type RunResult } from './subprocess.js';
+import { linkNames, must, netnsList, run, stopDaemon, type RunResult } from './subprocess.js';
 
 export { run, type RunResult };
 
@@ -168,22 +168,6 @@ export function flowLabel(from: string, to: string): string {
 // --- the real thing: namespaces, a veth, the daemon ------------------------------------
 
 const distCli = dirname(fileURLToPath(import.meta.url));
-
-async function must(cmd: string, args: string[]): Promise<string> {
-  const r = await run(cmd, args);
-  if (r.code !== 0) throw new Error(`${cmd} ${args.join(' ')}: ${(r.stderr || r.stdout).trim() || `exit ${r.code}`}`);
-  return r.stdout;
-}
-
-function netnsList(): string[] {
-  const r = spawnSync('ip', ['netns', 'list'], { encoding: 'utf8' });
-  return (r.stdout ?? '').split('\n').map((l) => l.split(' ')[0]!).filter((n) => n.length > 0);
-}
-
-function linkNames(): string[] {
-  const r = spawnSync('ip', ['-o', 'link', 'show'], { encoding: 'utf8' });
-  return (r.stdout ?? '').split('\n').map((l) => l.split(': ')[1]?.split('@')[0]).filter((n): n is string => n !== undefined && n.length > 0);
-}
 
 /**
  * A per-run prefix: short (device names are ≤ 15 characters), different each

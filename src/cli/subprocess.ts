@@ -1,8 +1,9 @@
-// Child processes for the live demo and the benchmark harness: commands run
-// without blocking the event loop (spinners, live lines and timers keep
-// going), and a daemon stopped the way an operator stops it.
+// Child processes for the live demo, the benchmark harness and the tests'
+// labs: commands run without blocking the event loop (spinners, live lines
+// and timers keep going), a daemon stopped the way an operator stops it, and
+// the machine's namespaces and devices, for sweeping up after a run.
 
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 
 export interface RunResult {
   code: number;
@@ -27,6 +28,25 @@ export function run(cmd: string, args: string[], timeoutMs = 30_000, env?: NodeJ
     c.once('error', (e) => { clearTimeout(t); resolve({ code: -1, stdout, stderr: e.message }); });
     c.once('close', (code) => { clearTimeout(t); resolve({ code: code ?? -1, stdout, stderr }); });
   });
+}
+
+/** `run`, throwing with the command and its error output if it fails; resolves with its stdout. */
+export async function must(cmd: string, args: string[], timeoutMs = 30_000, env?: NodeJS.ProcessEnv, onSpawn?: (c: ChildProcess) => void): Promise<string> {
+  const r = await run(cmd, args, timeoutMs, env, onSpawn);
+  if (r.code !== 0) throw new Error(`${cmd} ${args.join(' ')}: ${(r.stderr || r.stdout).trim() || `exit ${r.code}`}`);
+  return r.stdout;
+}
+
+/** The network namespaces on this machine (`ip netns list`). */
+export function netnsList(): string[] {
+  const r = spawnSync('ip', ['netns', 'list'], { encoding: 'utf8' });
+  return (r.stdout ?? '').split('\n').map((l) => l.split(' ')[0]!).filter((n) => n.length > 0);
+}
+
+/** The network devices of the root namespace (`ip -o link show`), without their `@peer` part. */
+export function linkNames(): string[] {
+  const r = spawnSync('ip', ['-o', 'link', 'show'], { encoding: 'utf8' });
+  return (r.stdout ?? '').split('\n').map((l) => l.split(': ')[1]?.split('@')[0]).filter((n): n is string => n !== undefined && n.length > 0);
 }
 
 /**

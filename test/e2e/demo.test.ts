@@ -9,7 +9,7 @@ import { readdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { hasCommand, isRoot, need, netnsList } from '../util/env.js';
+import { hasCommand, isRoot, linkNames, need, netnsList } from '../util/env.js';
 
 const demo = resolve(dirname(fileURLToPath(import.meta.url)), '../../src/cli/demo.js');
 const runnable = isRoot() && ['ip', 'ping', 'ethtool', 'iperf3'].every(hasCommand);
@@ -20,8 +20,7 @@ const prefix = () => `vt${Math.floor(Math.random() * 36 ** 5).toString(36).padSt
 
 /** Namespaces, devices and temporary directories with the prefix. */
 function leftovers(p: string): string[] {
-  const links = spawnSync('ip', ['-o', 'link', 'show'], { encoding: 'utf8' }).stdout.split('\n')
-    .map((l) => l.split(': ')[1]?.split('@')[0] ?? '').filter((n) => n.startsWith(p));
+  const links = linkNames().filter((n) => n.startsWith(p));
   const dirs = readdirSync(tmpdir()).filter((d) => d.startsWith(`${p}-`));
   const procs = spawnSync('pgrep', ['-f', `${p}-`], { encoding: 'utf8' }).stdout.trim();
   return [...netnsList().filter((n) => n.startsWith(p)), ...links, ...dirs.map((d) => `${tmpdir()}/${d}`), ...(procs ? [`processes ${procs}`] : [])];

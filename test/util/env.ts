@@ -29,7 +29,4 @@ export function runPrefix(tag: string): string {
   return `${tag}${(process.pid % 100000).toString(36)}${Math.floor(Math.random() * 36 * 36).toString(36)}`;
 }
 
-export function netnsList(): string[] {
-  const r = spawnSync('ip', ['netns', 'list'], { encoding: 'utf8' });
-  return r.stdout.split('\n').map((l) => l.split(' ')[0]!).filter((n) => n.length > 0);
-}
+export { linkNames, netnsList } from '../../src/cli/subprocess.js';

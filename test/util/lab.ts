@@ -18,7 +18,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { stringify as toYaml } from 'yaml';
-import { netnsList, runPrefix } from './env.js';
+import { linkNames, netnsList, runPrefix } from './env.js';
 import { Client } from '../../src/cli/client.js';
 
 const distRoot = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
@@ -213,22 +213,13 @@ export class Lab {
     for (const c of this.spawned) if (c.exitCode === null) c.kill('SIGKILL');
     if (this.child !== null && this.child.exitCode === null) this.child.kill('SIGKILL');
     for (const ns of netnsList()) if (ns.startsWith(this.prefix)) run('ip', ['netns', 'del', ns]);
-    const links = run('ip', ['-o', 'link', 'show']).stdout.split('\n');
-    for (const l of links) {
-      const name = l.split(': ')[1]?.split('@')[0];
-      if (name !== undefined && name.startsWith(this.prefix)) run('ip', ['link', 'del', name]);
-    }
+    for (const name of linkNames()) if (name.startsWith(this.prefix)) run('ip', ['link', 'del', name]);
     rmSync(this.dir, { recursive: true, force: true });
     live.delete(this);
   }
 
   /** What is left of this lab on the machine (should be nothing after stop). */
   leftovers(): string[] {
-    const out = netnsList().filter((n) => n.startsWith(this.prefix));
-    for (const l of run('ip', ['-o', 'link', 'show']).stdout.split('\n')) {
-      const name = l.split(': ')[1]?.split('@')[0];
-      if (name !== undefined && name.startsWith(this.prefix)) out.push(name);
-    }
-    return out;
+    return [...netnsList(), ...linkNames()].filter((n) => n.startsWith(this.prefix));
   }
 }
