@@ -40,6 +40,7 @@ function guestCaps(): OffloadCapabilities {
   const c = noOffloads();
   c.rxPartialChecksum = true;
   c.rsc = { v4: true, v6: true };
+  c.uro = { v4: true, v6: true };
   return normalizeCapabilities(c);
 }
 

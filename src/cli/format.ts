@@ -65,7 +65,7 @@ export interface StatsSnapshot {
   kind: string;
   rxPackets: number; rxBytes: number; forwarded: number; txPackets: number; txBytes: number;
   rxDrops: Record<string, number>; txDrops: Record<string, number>;
-  offload: { hardware: number; passThrough: number; software: number; segments: number };
+  offload: { hardware: number; passThrough: number; software: number; segments: number; coalesced?: { datagrams: number; frames: number } };
   charged: { packets: number; bytes: number; cpuNs: number; segments: number; checksums: number; throttled: number };
   ipsec?: { packets: number; bytes: number; cpuNs: number };
   pending: number;
@@ -97,12 +97,13 @@ export function formatStats(ports: StatsSnapshot[], prev: StatsSnapshot[] | null
       human(d((s) => s.txPackets), rate ? 'pps' : ''), human(d((s) => s.txBytes * 8), rate ? 'bps' : 'b'),
       `${human(d((s) => s.offload.hardware))}/${human(d((s) => s.offload.passThrough))}/${human(d((s) => s.offload.software))}`,
       human(d((s) => s.offload.segments)),
+      human(d((s) => s.offload.coalesced?.datagrams ?? 0)),
       `${(d((s) => s.charged.cpuNs) / (rate ? 1e7 : 1e6)).toFixed(rate ? 1 : 0)}${rate ? '%' : 'ms'}`,
       `${human(d((s) => s.ipsec?.packets ?? 0))}/${(d((s) => s.ipsec?.cpuNs ?? 0) / (rate ? 1e7 : 1e6)).toFixed(rate ? 1 : 0)}${rate ? '%' : 'ms'}`,
       drops(p.rxDrops), drops(p.txDrops),
     ];
   });
-  return table(['PORT', 'KIND', 'RX', 'RX', 'TX', 'TX', 'OFFLOAD HW/PASS/SW', 'SEGMENTS', 'SW CPU', 'ESP PKTS/CPU', 'RX DROPS', 'TX DROPS'], rows);
+  return table(['PORT', 'KIND', 'RX', 'RX', 'TX', 'TX', 'OFFLOAD HW/PASS/SW', 'SEGMENTS', 'COALESCED', 'SW CPU', 'ESP PKTS/CPU', 'RX DROPS', 'TX DROPS'], rows);
 }
 
 export function formatMacs(entries: Record<string, unknown>[]): string {

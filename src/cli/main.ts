@@ -44,7 +44,7 @@ inspect (talk to a running switch; --socket PATH or $VSWITCH_SOCKET, default ${D
 change
   port add --file PORT.yaml | --yaml '{name: vm3, kind: synthetic, ...}'
   port del NAME
-  port set NAME KEY=VALUE...   mtu=9000 up=false passThrough=false vlan=10 offloads.lso=false maxMacs=8
+  port set NAME KEY=VALUE...   mtu=9000 up=false passThrough=false uro=false vlan=10 offloads.lso=false maxMacs=8
   stop                         shut the daemon down
 
 demo

@@ -73,6 +73,7 @@ export function portSummary(ctx: ApiContext, p: Port): Record<string, unknown> {
     vlan: vlanView(p),
     namespace: y?.guest?.namespace ?? null,
     passThrough: p.isVnic ? p.passThrough : null,
+    uro: p.isVnic ? p.uro : null,
     macsLearned: ctx.rt.sw.macs.learnedOn(p.index),
     guestApi: ctx.guest.endpoint(p.name) ?? null,
   };
@@ -148,6 +149,7 @@ route('PATCH', '/v1/ports/([^/]+)', (ctx, _q, _s, [name], body) => {
   if ('security' in rest) port.security = spec.security;
   if ('acl' in rest) { port.aclIn = spec.aclIn; port.aclOut = spec.aclOut; }
   if ('passThrough' in rest) port.passThrough = spec.passThrough ?? true;
+  if ('uro' in rest) port.uro = spec.uro ?? true;
   if ('maxMacs' in rest) port.maxMacs = spec.maxMacs ?? Infinity;
   if ('maxSa' in rest) port.maxSa = spec.maxSa ?? 32;
   if ('mac' in rest) port.mac = spec.mac ?? 0;

@@ -123,6 +123,7 @@ export const CONFIG_SCHEMA = {
           },
           addresses: { type: 'array', items: { type: 'string' } },
           passThrough: { type: 'boolean' },
+          uro: { type: 'boolean' },
           offloads: {
             type: 'object',
             additionalProperties: false,
@@ -203,6 +204,7 @@ export interface PortYaml {
   guest?: { namespace: string; create?: boolean; addresses?: string[]; mac?: string };
   addresses?: string[];
   passThrough?: boolean;
+  uro?: boolean;
   offloads?: { checksum?: boolean; lso?: boolean; uso?: boolean; ipsec?: boolean };
   budget?: { cpuPercent?: number; cpuNsPerSec?: number; burstMs?: number; action: 'drop' | 'throttle'; backlog?: number };
   security?: { allowedMacs?: string[]; allowedIps?: string[] };
@@ -469,6 +471,7 @@ function convertPort(p: PortYaml, i: number, L: Located): PortSpec {
   if (p.mac !== undefined) { const m = mac(p.mac, [...at, 'mac'], L); if (m !== undefined) spec.mac = m; }
   if (p.vlan !== undefined) spec.vlan = convertVlan(p.vlan, [...at, 'vlan'], L);
   if (p.passThrough !== undefined) spec.passThrough = p.passThrough;
+  if (p.uro !== undefined) spec.uro = p.uro;
   if (p.offloads !== undefined) spec.offloads = { ...p.offloads };
   if (p.maxMacs !== undefined) spec.maxMacs = p.maxMacs;
   if (p.budget !== undefined) { const b = convertBudget(p.budget, [...at, 'budget'], L); if (b) spec.budget = b; }
@@ -497,8 +500,8 @@ function convertPort(p: PortYaml, i: number, L: Located): PortSpec {
     p.addresses.forEach((a, k) => cidr(a, [...at, 'addresses', k], L, true));
     spec.addresses = [...p.addresses];
   }
-  if (p.kind === 'legacy' && (p.passThrough === true || p.offloads !== undefined)) {
-    L.add([...at, p.offloads !== undefined ? 'offloads' : 'passThrough'], 'a legacy port never gets offloads');
+  if (p.kind === 'legacy' && (p.passThrough === true || p.uro === true || p.offloads !== undefined)) {
+    L.add([...at, p.offloads !== undefined ? 'offloads' : p.uro === true ? 'uro' : 'passThrough'], 'a legacy port never gets offloads');
   }
   if (p.queues !== undefined) {
     if (p.kind !== 'synthetic' && p.kind !== 'host') L.add([...at, 'queues'], 'only synthetic and host vNICs have several queues');

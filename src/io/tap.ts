@@ -4,6 +4,7 @@
 // TAP's TUNSETOFFLOAD flags (the guest sees it in `ethtool -k`); a legacy NIC
 // is a TAP without the header: plain frames, never offloads.
 
+import { release } from 'node:os';
 import type { BufferPool } from '../packet/pool.js';
 import { VNET_HDR_MRG_LEN } from '../packet/vnet.js';
 import { noOffloads, type OffloadCapabilities } from '../offload/capabilities.js';
@@ -42,12 +43,26 @@ class TapQueue extends FdBackend {
   }
 }
 
-/** What a Linux guest accepts on its TAP: any virtio_net_hdr (super-frames, partial checksums). */
-export function tapGuestCapabilities(): OffloadCapabilities {
+/**
+ * What a Linux guest accepts on its TAP: any virtio_net_hdr (super-frames,
+ * partial checksums); USO super-frames (UDP_L4) from Linux 6.2 on, the
+ * release that taught tun and virtio_net_hdr_to_skb about them.
+ */
+export function tapGuestCapabilities(kernel = release()): OffloadCapabilities {
   const c = noOffloads();
   c.rxPartialChecksum = true;
   c.rsc = { v4: true, v6: true };
+  const uso = kernelAtLeast(kernel, 6, 2);
+  c.uro = { v4: uso, v6: uso };
   return c;
+}
+
+/** Whether a `uname -r` release string is at least major.minor. */
+export function kernelAtLeast(rel: string, major: number, minor: number): boolean {
+  const m = /^(\d+)\.(\d+)/.exec(rel);
+  if (m === null) return false;
+  const a = Number(m[1]);
+  return a > major || (a === major && Number(m[2]) >= minor);
 }
 
 export class TapBackend extends FdBackend {

@@ -57,6 +57,12 @@ export interface OffloadCapabilities {
   ipsec: IpsecOffload;
   /** Accepts coalesced / TSO super-frames on receive (RSC; virtio GUEST_TSO4/6). */
   rsc: { v4: boolean; v6: boolean };
+  /**
+   * Accepts coalesced UDP on receive: consecutive datagrams of one flow as
+   * one USO super-frame that the receiver splits again (URO; Windows'
+   * UDP RSC, virtio GUEST_USO4/6, a Linux TAP on kernels with USO).
+   */
+  uro: { v4: boolean; v6: boolean };
   /** Accepts frames whose checksum is still partial on receive (virtio GUEST_CSUM). */
   rxPartialChecksum: boolean;
   vlan: { insert: boolean; strip: boolean };
@@ -88,7 +94,7 @@ export function ipsecNone(): IpsecOffload {
 export function noOffloads(): OffloadCapabilities {
   return {
     txChecksum: checksumNone(), rxChecksum: checksumNone(), lso: segmentationNone(), uso: segmentationNone(),
-    ipsec: ipsecNone(), rsc: { v4: false, v6: false }, rxPartialChecksum: false, vlan: { insert: false, strip: false },
+    ipsec: ipsecNone(), rsc: { v4: false, v6: false }, uro: { v4: false, v6: false }, rxPartialChecksum: false, vlan: { insert: false, strip: false },
   };
 }
 
@@ -105,7 +111,7 @@ export function vnicOffloads(): OffloadCapabilities {
 export function cloneCapabilities(c: OffloadCapabilities): OffloadCapabilities {
   return {
     txChecksum: { ...c.txChecksum }, rxChecksum: { ...c.rxChecksum }, lso: { ...c.lso }, uso: { ...c.uso },
-    ipsec: { ...c.ipsec, algorithms: [...c.ipsec.algorithms] }, rsc: { ...c.rsc },
+    ipsec: { ...c.ipsec, algorithms: [...c.ipsec.algorithms] }, rsc: { ...c.rsc }, uro: { ...c.uro },
     rxPartialChecksum: c.rxPartialChecksum, vlan: { ...c.vlan },
   };
 }
@@ -137,6 +143,8 @@ export function normalizeCapabilities(c: OffloadCapabilities): OffloadCapabiliti
   }
   n.rsc.v4 &&= n.rxPartialChecksum;
   n.rsc.v6 &&= n.rxPartialChecksum;
+  n.uro.v4 &&= n.rxPartialChecksum;
+  n.uro.v6 &&= n.rxPartialChecksum;
   const algs = IPSEC_ALGORITHMS.filter((a) => n.ipsec.algorithms.includes(a));
   n.ipsec.algorithms = algs;
   if (!n.ipsec.enabled || algs.length === 0 || n.ipsec.maxSa <= 0 || (!n.ipsec.transport && !n.ipsec.tunnel) ||

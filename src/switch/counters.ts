@@ -68,6 +68,9 @@ export class PortCounters {
   txSoftware = 0;
   /** Segments this port sent that the switch made. */
   txSegments = 0;
+  /** UDP datagrams this port was sent coalesced (URO), and the super-frames they went in. */
+  txCoalesced = 0;
+  txCoalescedFrames = 0;
 
   // Software offload work this port's guest caused (charged to the sender).
   swPackets = 0;
@@ -116,7 +119,10 @@ export class PortCounters {
       txPackets: this.txPackets, txBytes: this.txBytes,
       rxDrops: this.dropsByReason('rx'), txDrops: this.dropsByReason('tx'),
       vnetErrors: Object.fromEntries(this.vnetErrors),
-      offload: { hardware: this.txHardware, passThrough: this.txPassThrough, software: this.txSoftware, segments: this.txSegments },
+      offload: {
+        hardware: this.txHardware, passThrough: this.txPassThrough, software: this.txSoftware, segments: this.txSegments,
+        coalesced: { datagrams: this.txCoalesced, frames: this.txCoalescedFrames },
+      },
       charged: { packets: this.swPackets, bytes: this.swBytes, cpuNs: this.swCpuNs, segments: this.swSegments, checksums: this.swChecksums, throttled: this.throttled },
       ipsec: { packets: this.ipsecPackets, bytes: this.ipsecBytes, cpuNs: this.ipsecCpuNs },
       pending: this.pending,

@@ -55,6 +55,11 @@ export interface PortConfig {
    * guest accepts them (fewer transfers, like Hyper-V's vRSC). Default on.
    */
   passThrough?: boolean;
+  /**
+   * vNICs only: send consecutive UDP datagrams of a flow as one USO
+   * super-frame when the guest accepts them (URO). Needs passThrough. Default on.
+   */
+  uro?: boolean;
   offloads?: OffloadOverrides;
   budget?: OffloadBudget;
   /** Most MACs the port may have learned at once (default unlimited). */
@@ -113,6 +118,7 @@ export class Port {
   aclIn: Acl | undefined;
   aclOut: Acl | undefined;
   passThrough: boolean;
+  uro: boolean;
   overrides: OffloadOverrides;
   budget: OffloadBudget | undefined;
   maxMacs: number;
@@ -146,6 +152,7 @@ export class Port {
     this.aclIn = cfg.aclIn;
     this.aclOut = cfg.aclOut;
     this.passThrough = cfg.passThrough ?? true;
+    this.uro = cfg.uro ?? true;
     this.overrides = cfg.offloads ?? {};
     this.budget = cfg.budget;
     this.maxMacs = cfg.maxMacs ?? Infinity;
@@ -196,6 +203,13 @@ export class Port {
     if (!this.isVnic || !this.passThrough) return false;
     const c = this.deviceCaps;
     return c.rxPartialChecksum && (v6 ? c.rsc.v6 : c.rsc.v4);
+  }
+
+  /** The guest takes coalesced UDP (USO super-frames) of this IP version. */
+  acceptsCoalescedUdp(v6: boolean): boolean {
+    if (!this.isVnic || !this.passThrough || !this.uro) return false;
+    const c = this.deviceCaps;
+    return c.rxPartialChecksum && (v6 ? c.uro.v6 : c.uro.v4);
   }
 
   /** The guest takes frames whose checksum is still partial. */

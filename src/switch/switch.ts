@@ -9,6 +9,7 @@
 // made for some destinations (segments, a checksummed copy) are made once per
 // packet and shared by every destination that needs the same one.
 
+import { UdpCoalescer } from '../offload/coalesce.js';
 import { Batch } from '../packet/batch.js';
 import type { BufferPool } from '../packet/pool.js';
 import type { Packet } from '../packet/packet.js';
@@ -142,6 +143,8 @@ export class Switch {
   private dests = new Int32Array(64);
   private readonly res = new Resolution();
   private readonly variants = new Variants(MAX_SEGMENTS);
+  /** URO for vNICs that take USO super-frames, over each port's output batch. */
+  private readonly coalescer: UdpCoalescer;
   private touched = new Int32Array(64);
   private touchedCount = 0;
   private touchedFlag = new Uint8Array(64);
@@ -155,6 +158,7 @@ export class Switch {
     this.pool = opts.pool;
     this.macs = new MacTable(opts.macTableSize ?? 16384, opts.macAgingMs ?? 300_000);
     this.batchSize = opts.batchSize ?? 64;
+    this.coalescer = new UdpCoalescer(this.batchSize, this.pool);
     this.now = opts.now ?? (() => Date.now());
     this.fakeNow = opts.now ?? null;
     this.macs.clock[0] = this.now();
@@ -963,8 +967,15 @@ export class Switch {
 
   private flushPort(port: Port): void {
     const q = port.out;
-    const n = q.count;
+    let n = q.count;
     if (n === 0) return;
+    if (n > 1 && port.isVnic) {
+      const co = this.coalescer;
+      n = co.run(q.batch.packets, q.tci, n, port.acceptsCoalescedUdp(false), port.acceptsCoalescedUdp(true));
+      q.batch.count = n;
+      port.counters.txCoalesced += co.datagrams;
+      port.counters.txCoalescedFrames += co.frames;
+    }
     let sent = 0;
     try {
       sent = port.backend.transmit(q, port);

@@ -25,6 +25,7 @@ export function guestCaps(): OffloadCapabilities {
   const c = noOffloads();
   c.rxPartialChecksum = true;
   c.rsc = { v4: true, v6: true };
+  c.uro = { v4: true, v6: true };
   return c;
 }
 

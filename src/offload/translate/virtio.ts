@@ -142,11 +142,6 @@ export function virtioFeatureNames(bits: bigint): string[] {
 export interface VirtioOptions {
   /** Offer HOST_ECN / GUEST_ECN with TSO (default yes; see TunOptions.ecn). */
   ecn?: boolean;
-  /**
-   * The guest may be handed USO super-frames (GUEST_USO4/6). The model has no
-   * receive-side USO field (rsc is TCP), so this is said here; default no.
-   */
-  rxUso?: { v4: boolean; v6: boolean };
 }
 
 /**
@@ -157,7 +152,7 @@ export interface VirtioOptions {
  * that version, as a guest's TSO frames may carry them), HOST_ECN, HOST_USO
  * (one bit for both versions). Receive side (what the guest may be given):
  * GUEST_CSUM = rxPartialChecksum (it also gates DATA_VALID, §5.1.6.4),
- * GUEST_TSO4/6 = rsc, GUEST_ECN, GUEST_USO4/6 from opts. Never breaks
+ * GUEST_TSO4/6 = rsc, GUEST_ECN, GUEST_USO4/6 = uro. Never breaks
  * §5.1.3.1. HOST_UFO / GUEST_UFO are never offered (Linux cannot do UFO any
  * more; vswitch does not fragment).
  */
@@ -177,8 +172,8 @@ export function toVirtioFeatures(caps: OffloadCapabilities, opts: VirtioOptions 
     if (c.rsc.v4) b |= bit(VIRTIO_NET_F.GUEST_TSO4);
     if (c.rsc.v6) b |= bit(VIRTIO_NET_F.GUEST_TSO6);
     if (ecn && (c.rsc.v4 || c.rsc.v6)) b |= bit(VIRTIO_NET_F.GUEST_ECN);
-    if (opts.rxUso?.v4 === true) b |= bit(VIRTIO_NET_F.GUEST_USO4);
-    if (opts.rxUso?.v6 === true) b |= bit(VIRTIO_NET_F.GUEST_USO6);
+    if (c.uro.v4) b |= bit(VIRTIO_NET_F.GUEST_USO4);
+    if (c.uro.v6) b |= bit(VIRTIO_NET_F.GUEST_USO6);
   }
   return b;
 }
@@ -190,8 +185,8 @@ function segmentation(v4: boolean, v6: boolean, tcp: boolean): SegmentationOfflo
 
 /**
  * Capabilities from offered (or negotiated) feature bits. Features whose
- * §5.1.3.1 requirements are missing are ignored first. ECN, UFO and
- * GUEST_USO have no place in the model; sizes are the model's unrestricted
+ * §5.1.3.1 requirements are missing are ignored first. ECN and UFO have
+ * no place in the model; sizes are the model's unrestricted
  * defaults (virtio carries none).
  */
 export function fromVirtioFeatures(bits: bigint): OffloadCapabilities {
@@ -206,6 +201,7 @@ export function fromVirtioFeatures(bits: bigint): OffloadCapabilities {
   if (hasFeature(b, VIRTIO_NET_F.GUEST_CSUM)) {
     c.rxPartialChecksum = true;
     c.rsc = { v4: hasFeature(b, VIRTIO_NET_F.GUEST_TSO4), v6: hasFeature(b, VIRTIO_NET_F.GUEST_TSO6) };
+    c.uro = { v4: hasFeature(b, VIRTIO_NET_F.GUEST_USO4), v6: hasFeature(b, VIRTIO_NET_F.GUEST_USO6) };
   }
   return normalizeCapabilities(c);
 }

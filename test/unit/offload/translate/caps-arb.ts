@@ -49,6 +49,7 @@ export const arbCaps: fc.Arbitrary<OffloadCapabilities> = fc.record({
   uso: arbSegmentation,
   ipsec: arbIpsec,
   rsc: fc.record({ v4: b, v6: b }),
+  uro: fc.record({ v4: b, v6: b }),
   rxPartialChecksum: b,
   vlan: fc.record({ insert: b, strip: b }),
 });
@@ -87,6 +88,8 @@ export function overPromises(a: OffloadCapabilities, c: OffloadCapabilities, opt
   }
   if (a.rsc.v4 && !c.rsc.v4) why.push('rsc.v4');
   if (a.rsc.v6 && !c.rsc.v6) why.push('rsc.v6');
+  if (a.uro.v4 && !c.uro.v4) why.push('uro.v4');
+  if (a.uro.v6 && !c.uro.v6) why.push('uro.v6');
   if (a.rxPartialChecksum && !c.rxPartialChecksum) why.push('rxPartialChecksum');
   if (a.vlan.insert && !c.vlan.insert) why.push('vlan.insert');
   if (a.vlan.strip && !c.vlan.strip) why.push('vlan.strip');

@@ -195,6 +195,7 @@ test('IPv4 LSO without options is said with LSOv1 only (LSOv2 implies IP and TCP
 function representable(caps: OffloadCapabilities): OffloadCapabilities {
   const c = normalizeCapabilities(caps);
   c.vlan = { insert: false, strip: false };
+  c.uro = { v4: false, v6: false }; // UdpRsc lies beyond revision 7
   for (const k of ['txChecksum', 'rxChecksum'] as const) {
     const x = c[k];
     const any4 = x.ipv4Header || x.tcp4 || x.udp4;
