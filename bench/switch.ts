@@ -3,7 +3,8 @@
 //
 //   ./bench/run.sh switch [--quick] [--soak] [--no-write] [--no-profile]
 //                         [--reps N] [--seconds N] [--only id,id,...] [--soak-seconds N]
-//                         [--workers N [--worker-reads on|off] [--worker-ports KIND,...]] [--queues N]   (vswitch: switch.workers, workerReads, queues: on synthetic ports)
+//                         [--workers N [--worker-reads on|off] [--worker-ports KIND,...]] [--queues N] [--uro on|off]
+//                         (vswitch: switch.workers, workerReads, workerPorts; queues: on synthetic ports; uro: on vNICs)
 //
 // Builds every switch first, then repeats the scenarios interleaved (each
 // switch once per repetition), then a CPU profile of the daemon per profiled
@@ -104,6 +105,7 @@ const fail = (what: string, e: unknown) => {
 const tuning = {
   ...(val('--workers') !== undefined ? { settings: { workers: Number(val('--workers')), ...(val('--worker-reads') !== undefined ? { workerReads: val('--worker-reads') !== 'off' } : {}), ...(val('--worker-ports') !== undefined ? { workerPorts: val('--worker-ports')!.split(',') } : {}) } } : {}),
   ...(val('--queues') !== undefined ? { queues: Number(val('--queues')) } : {}),
+  ...(val('--uro') !== undefined ? { uro: val('--uro') !== 'off' } : {}),
 };
 const vsA = new VswitchA(prefix, 4, { probe: true, ...tuning });
 const vsB = new VswitchB(prefix, 5, { probe: true, ...tuning });
@@ -161,6 +163,17 @@ function pathOf(before: Record<string, any>, after: Record<string, any>, dst: st
   if (m === pass) return `pass-through ${share(pass)}`;
   if (m === hw) return `hardware ${share(hw)}`;
   return `software ${share(sw)}${segs > 0 ? `, ${segs} segments` : ''}`;
+}
+
+/** How many of the datagrams sent to `dst` went coalesced (URO), and how many per super-frame. */
+function coalescedOf(before: Record<string, any>, after: Record<string, any>, dst: string): string {
+  const c = (s: Record<string, any>, k: 'datagrams' | 'frames') => (s[dst]?.offload?.coalesced?.[k] as number | undefined) ?? 0;
+  const datagrams = c(after, 'datagrams') - c(before, 'datagrams');
+  const frames = c(after, 'frames') - c(before, 'frames');
+  const tx = ((after[dst]?.txPackets as number | undefined) ?? 0) - ((before[dst]?.txPackets as number | undefined) ?? 0);
+  const total = tx - frames + datagrams;
+  if (total <= 0 || datagrams === 0) return 'URO: none coalesced';
+  return `URO: ${Math.round((100 * datagrams) / total)} % of datagrams coalesced, ${(datagrams / frames).toFixed(1)} per super-frame`;
 }
 
 function dropsOf(before: Record<string, any>, after: Record<string, any>): string {
@@ -233,6 +246,7 @@ async function measure(r: Row, s: Scenario, seconds = SECONDS): Promise<Sample> 
   if (d && statsBefore !== null) {
     const statsAfter = await d.stats();
     if (r.path !== undefined && (s === 'tcp1' || s === 'tcp4')) sample.path = pathOf(statsBefore, statsAfter, r.path.dst);
+    if (r.path !== undefined && s === 'udp64') sample.path = coalescedOf(statsBefore, statsAfter, r.path.dst);
     sample.drops = dropsOf(statsBefore, statsAfter);
   }
   const snapAfter = d ? await d.snapshot() : null;
@@ -433,8 +447,8 @@ const report: Report = {
   heapAcrossRun: heapA === undefined ? null : { delta: heapA.last.heapAfterGc - heapA.first.heapAfterGc, minutes: (heapA.last.t - heapA.first.t) / 60_000 },
   profiles,
   ovsCommands: ovsOn.commands.length > 0 ? ovsOn.commands : ovsOff.commands,
-  vswitchSettings: Object.keys(tuning).length === 0 ? 'the configuration defaults (one I/O worker writing the legacy and external ports, no `queues:`)'
-    : [tuning.settings !== undefined ? `\`switch: {workers: ${tuning.settings.workers}${tuning.settings.workerReads !== undefined ? `, workerReads: ${tuning.settings.workerReads}` : ''}${tuning.settings.workerPorts !== undefined ? `, workerPorts: [${(tuning.settings.workerPorts as string[]).join(', ')}]` : ''}}\`` : '', tuning.queues !== undefined ? `\`queues: ${tuning.queues}\` on the synthetic ports` : ''].filter((x) => x).join(', '),
+  vswitchSettings: Object.keys(tuning).length === 0 ? 'the configuration defaults (one I/O worker writing the legacy and external ports, no `queues:`, `uro` on: UDP datagrams coalesced for guests that take USO super-frames)'
+    : [tuning.settings !== undefined ? `\`switch: {workers: ${tuning.settings.workers}${tuning.settings.workerReads !== undefined ? `, workerReads: ${tuning.settings.workerReads}` : ''}${tuning.settings.workerPorts !== undefined ? `, workerPorts: [${(tuning.settings.workerPorts as string[]).join(', ')}]` : ''}}\`` : '', tuning.queues !== undefined ? `\`queues: ${tuning.queues}\` on the synthetic ports` : '', tuning.uro !== undefined ? `\`uro: ${tuning.uro}\` on the vNICs` : ''].filter((x) => x).join(', '),
   failures,
 };
 

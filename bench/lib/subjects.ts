@@ -292,6 +292,8 @@ export interface DaemonOptions {
   settings?: Record<string, unknown>;
   /** `queues:` on the synthetic ports (multi-queue TAPs). */
   queues?: number;
+  /** `uro:` on the vNIC ports (default: the configuration's, on). */
+  uro?: boolean;
 }
 
 /** `vswitch run --config FILE` as a child process, driven through its API. */
@@ -329,9 +331,15 @@ export class VswitchDaemon {
 
   async start(): Promise<void> {
     const q = this.opts.queues;
+    const uro = this.opts.uro;
+    const vnic = (p: Record<string, unknown>) => p['kind'] === 'synthetic' || p['kind'] === 'host';
     writeFileSync(this.configPath, toYaml({
       switch: { name: this.name, stateDir: this.dir, log: { level: 'warn', format: 'text' }, ...(this.opts.settings ?? {}) },
-      ports: q === undefined ? this.ports : this.ports.map((p) => (p['kind'] === 'synthetic' ? { ...p, queues: q } : p)),
+      ports: this.ports.map((p) => ({
+        ...p,
+        ...(q !== undefined && p['kind'] === 'synthetic' ? { queues: q } : {}),
+        ...(uro !== undefined && vnic(p) ? { uro } : {}),
+      })),
     }));
     const args = [...(this.opts.nodeArgs ?? [])];
     if (this.opts.probe === true) args.push('--expose-gc', '--import', pathToFileURL(PROBE).href);
