@@ -20,6 +20,7 @@ import { TapBackend } from '../io/tap.js';
 import { AfPacketBackend } from '../io/af-packet.js';
 import { ConfigError, parseConfig, type PortYaml } from './config.js';
 import type { Runtime } from './runtime.js';
+import { TAP_TX_QUEUE_LEN } from './runtime.js';
 import type { Logger } from './log.js';
 import type { GuestApi } from './guest-api.js';
 
@@ -149,6 +150,7 @@ route('PATCH', '/v1/ports/([^/]+)', (ctx, _q, _s, [name], body) => {
   if ('security' in rest) port.security = spec.security;
   if ('acl' in rest) { port.aclIn = spec.aclIn; port.aclOut = spec.aclOut; }
   if ('passThrough' in rest) port.passThrough = spec.passThrough ?? true;
+  if ('txQueueLen' in rest) ctx.rt.setTxQueueLen(port.name, spec.txQueueLen ?? TAP_TX_QUEUE_LEN);
   if ('uro' in rest) port.uro = spec.uro ?? true;
   if ('maxMacs' in rest) port.maxMacs = spec.maxMacs ?? Infinity;
   if ('maxSa' in rest) port.maxSa = spec.maxSa ?? 32;

@@ -159,6 +159,7 @@ export const CONFIG_SCHEMA = {
           maxMacs: { type: 'integer', minimum: 1 },
           staticMacs: { type: 'array', items: { type: 'string' } },
           queues: { type: 'integer', minimum: 1, maximum: 16 },
+          txQueueLen: { type: 'integer', minimum: 16, maximum: 65536 },
           maxSa: { type: 'integer', minimum: 0, maximum: 65536 },
           qemu: {
             type: 'object',
@@ -214,6 +215,8 @@ export interface PortYaml {
   staticMacs?: string[];
   /** TAP queues (multi-queue, VMQ-like) for synthetic and host ports. */
   queues?: number;
+  /** Frames the guest may queue towards the switch, per TAP queue (the TAP's txqueuelen). */
+  txQueueLen?: number;
   /** vNICs: how many SAs the guest may offload. */
   maxSa?: number;
   /** Legacy ports: a QEMU VM's -netdev stream socket instead of a TAP. */
@@ -506,6 +509,12 @@ function convertPort(p: PortYaml, i: number, L: Located): PortSpec {
   if (p.queues !== undefined) {
     if (p.kind !== 'synthetic' && p.kind !== 'host') L.add([...at, 'queues'], 'only synthetic and host vNICs have several queues');
     spec.queues = p.queues;
+  }
+  if (p.txQueueLen !== undefined) {
+    if (p.kind === 'external' || p.qemu !== undefined) {
+      L.add([...at, 'txQueueLen'], `only a TAP port has a queue length here (${p.kind === 'external' ? "an uplink's is its NIC's: ip link set DEV txqueuelen N" : 'a QEMU socket has none'})`);
+    }
+    spec.txQueueLen = p.txQueueLen;
   }
   if (p.staticMacs !== undefined) {
     spec.staticMacs = p.staticMacs.map((m, k) => mac(m, [...at, 'staticMacs', k], L)).filter((m): m is number => m !== undefined);

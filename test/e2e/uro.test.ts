@@ -3,7 +3,8 @@
 // receiving guest's kernel, must arrive as they were sent — every byte, in
 // order per flow, none lost to the coalescing — over IPv4 and IPv6, with
 // two flows interleaved. The legacy NIC never gets a super-frame, and
-// `uro: false` switches it off at run time.
+// `uro: false` switches it off at run time. And the TAPs' queue length
+// towards the switch (txqueuelen): the default, a configured one, a live change.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { dirname, join } from 'node:path';
@@ -21,7 +22,7 @@ let lab: Lab;
 
 before(async () => {
   if (!runnable) return;
-  lab = await Lab.start({ nodes: ['vm1', 'vm2', 'leg'] });
+  lab = await Lab.start({ nodes: ['vm1', 'vm2', 'leg'], portOverrides: { leg: { txQueueLen: 512 } } });
   for (const to of ['vm2', 'leg'] as const) assert.equal(lab.ping('vm1', to).status, 0, `vm1 → ${to}`);
 });
 
@@ -87,4 +88,14 @@ test('the legacy NIC gets plain datagrams only; uro: false stops coalescing at r
   assert.ok(r2.received >= 0.98 * 3000, `received ${r2.received}`);
   assert.deepEqual(await coalesced('vm2'), before, 'nothing coalesced with uro: false');
   await lab.api.call('PATCH', '/v1/ports/vm2', { uro: true });
+});
+
+test('TAP queue length: 4096 by default, as configured, changed live', { skip: !runnable && why }, async () => {
+  const qlen = (n: LabNode) => /qlen (\d+)/.exec(lab.exec(n, ['ip', 'link', 'show', 'dev', lab.dev(n)]).stdout)?.[1];
+  assert.equal(qlen('vm1'), '4096');
+  assert.equal(qlen('leg'), '512');
+  await lab.api.call('PATCH', '/v1/ports/vm2', { txQueueLen: 2048 });
+  assert.equal(qlen('vm2'), '2048');
+  await assert.rejects(lab.api.call('PATCH', '/v1/ports/vm2', { txQueueLen: 3 }), /txQueueLen/);
+  assert.equal(lab.ping('vm1', 'vm2').status, 0);
 });

@@ -160,6 +160,16 @@ test('settings that do not fit the port kind', () => {
   one('ports:\n  - name: a\n    kind: external\n    guest: { namespace: n }\n', 4, /external port has no guest/);
   one('ports:\n  - name: a\n    kind: synthetic\n    addresses: [198.18.0.1/24]\n', 4, /only host ports take addresses/);
   one('ports:\n  - name: a\n    kind: legacy\n    offloads: { lso: true }\n', 4, /legacy port never gets offloads/);
+  one('ports:\n  - name: a\n    kind: legacy\n    uro: true\n', 4, /legacy port never gets offloads/, 'ports[0].uro');
+  one('ports:\n  - name: a\n    kind: external\n    txQueueLen: 4096\n', 4, /only a TAP port has a queue length here .*ip link set DEV txqueuelen/);
+  one('ports:\n  - name: a\n    kind: synthetic\n    txQueueLen: 8\n', 4, /must be >= 16/);
+});
+
+test('uro and txQueueLen reach the port specs', () => {
+  const c = parseConfig('ports:\n  - name: a\n    kind: synthetic\n    uro: false\n    txQueueLen: 10000\n  - name: b\n    kind: legacy\n', 'sw.yaml');
+  assert.equal(c.ports[0]!.uro, false);
+  assert.equal(c.ports[0]!.txQueueLen, 10000);
+  assert.equal(c.ports[1]!.txQueueLen, undefined);
 });
 
 test('budget needs exactly one rate', () => {
