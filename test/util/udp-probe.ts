@@ -43,8 +43,9 @@ async function recv(): Promise<void> {
   let received = 0;
   let bad = 0;
   let reordered = 0;
+  let firstReorder: { flow: number; seq: number; after: number } | null = null;
   const done = (): void => {
-    process.stdout.write(JSON.stringify({ received, bad, reordered, perFlow: count }) + '\n');
+    process.stdout.write(JSON.stringify({ received, bad, reordered, firstReorder, perFlow: count }) + '\n');
     sock.close();
     process.exit(0);
   };
@@ -54,7 +55,10 @@ async function recv(): Promise<void> {
     const s = m.readUInt32BE(0);
     const f = m[4]!;
     if (f >= flows || !m.equals(probePayload(f, s))) { bad++; return; }
-    if (s <= last[f]!) reordered++;
+    if (s <= last[f]!) {
+      reordered++;
+      firstReorder ??= { flow: f, seq: s, after: last[f]! };
+    }
     last[f] = s;
     count[f]!++;
     if (received >= expect) done();
