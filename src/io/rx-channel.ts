@@ -8,7 +8,7 @@ import type { BufferPool } from '../packet/pool.js';
 import type { Packet } from '../packet/packet.js';
 import { native, PollEvent, type NativeShim, type PollHandle } from './native/index.js';
 import { SpscRing } from './ring.js';
-import { FILL_WIDTH, RX_WIDTH, STALLED, nextChannelId, txPressure, type IoWorker, type RxSpec } from './workers.js';
+import { FILL_WIDTH, RX_WIDTH, nextChannelId, txPressure, wakeIfStalled, type IoWorker, type RxSpec } from './workers.js';
 
 export interface RxSink {
   /**
@@ -159,10 +159,7 @@ export class RxChannel {
 
   /** The worker waits for buffers or room: ring it. */
   private wake(): void {
-    if (Atomics.load(this.fill.ints, STALLED) === 1) {
-      Atomics.store(this.fill.ints, STALLED, 0);
-      this.shim.eventfdRing(this.spec.bell);
-    }
+    wakeIfStalled(this.fill, this.shim, this.spec.bell);
   }
 
   /** Stop: the worker lets go, then every buffer it held returns to the pool and `then` runs. */
@@ -172,7 +169,7 @@ export class RxChannel {
     if (this.retry !== null) clearTimeout(this.retry);
     this.retry = null;
     txPressure.waiters.delete(this.resume);
-    this.worker.remove(this.spec.id, () => {
+    this.worker.remove(this.spec, () => {
       const packets = this.pool.packets;
       this.fill.forEachUnconsumed((slot) => packets[this.fill.ints[slot]!]!.release());
       this.rx.forEachUnconsumed((slot) => packets[this.rx.ints[slot]!]!.release());
@@ -181,6 +178,6 @@ export class RxChannel {
       this.shim.close(this.spec.bell);
       this.shim.close(this.spec.rxBell);
       then();
-    }, 'rx');
+    });
   }
 }

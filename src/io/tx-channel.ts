@@ -9,7 +9,7 @@ import type { OutputQueue, Port } from '../switch/port.js';
 import { Drop } from '../switch/counters.js';
 import { native, PollEvent, type NativeShim, type PollHandle } from './native/index.js';
 import { SpscRing } from './ring.js';
-import { DONE_WIDTH, STALLED, TX_WIDTH, nextChannelId, txPressure, type IoWorker, type TxSpec } from './workers.js';
+import { DONE_WIDTH, TX_WIDTH, nextChannelId, txPressure, wakeIfStalled, type IoWorker, type TxSpec } from './workers.js';
 
 export class TxChannel {
   readonly spec: TxSpec;
@@ -126,10 +126,7 @@ export class TxChannel {
       txPressure.resume();
     }
     // The worker may be waiting for room to report more.
-    if (Atomics.load(this.tx.ints, STALLED) === 1) {
-      Atomics.store(this.tx.ints, STALLED, 0);
-      this.shim.eventfdRing(this.spec.bell);
-    }
+    wakeIfStalled(this.tx, this.shim, this.spec.bell);
   }
 
   /** Stop: the worker lets go, then the remaining buffers come back and `then` runs (close the fd there). */
@@ -141,7 +138,7 @@ export class TxChannel {
       txPressure.congested--;
       txPressure.resume();
     }
-    this.worker.remove(this.spec.id, () => {
+    this.worker.remove(this.spec, () => {
       this.reap();
       // Whatever the worker never took is ours again.
       this.tx.forEachUnconsumed((slot) => this.pool.packets[this.tx.ints[slot]!]!.release());

@@ -7,6 +7,8 @@
 
 import { Worker } from 'node:worker_threads';
 import type { BufferPool } from '../packet/pool.js';
+import type { NativeShim } from './native/index.js';
+import type { SpscRing } from './ring.js';
 
 /** TX record: buffer index, frame offset, length, TCI (-1 none), virtio header offset, spare. */
 export const TX_WIDTH = 6;
@@ -15,20 +17,26 @@ export const DONE_WIDTH = 2;
 /** Int in the TX ring's header: the worker waits for completion-ring space. */
 export const STALLED = 3;
 
-export interface TxSpec {
-  kind: 'tx';
+/** What every channel tells the worker: its fd, its rings' size, its doorbell. */
+interface SpecCommon {
   id: number;
   fd: number;
-  /** IoMode of the fd: 0 writev, 1 sendmmsg. */
+  /** IoMode of the fd: 0 read/writev, 1 recvmmsg/sendmmsg. */
   mode: number;
+  /** Slots in each of its rings. */
+  capacity: number;
+  /** eventfd main → worker. */
+  bell: number;
+}
+
+export interface TxSpec extends SpecCommon {
+  kind: 'tx';
   /** virtio_net_hdr bytes before each frame (0: none). */
   hdrLen: number;
-  capacity: number;
   /** Byte offsets of the rings in the shared packet memory. */
   txOff: number;
   doneOff: number;
-  /** eventfds: main → worker, worker → main. */
-  bell: number;
+  /** eventfd worker → main: buffers handed back. */
   doneBell: number;
 }
 
@@ -37,17 +45,12 @@ export const FILL_WIDTH = 3;
 /** Receive record (worker → main): buffer index, bytes read (-1: longer than the room), TCI (-1 none). */
 export const RX_WIDTH = 3;
 
-export interface RxSpec {
+export interface RxSpec extends SpecCommon {
   kind: 'rx';
-  id: number;
-  fd: number;
-  /** IoMode of the fd: 0 read, 1 recvmmsg. */
-  mode: number;
-  capacity: number;
+  /** Byte offsets of the rings in the shared packet memory. */
   fillOff: number;
   rxOff: number;
-  /** eventfds: main → worker (buffers given, room made), worker → main (frames read). */
-  bell: number;
+  /** eventfd worker → main: frames read (the main → worker bell: buffers given, room made). */
   rxBell: number;
 }
 
@@ -72,6 +75,17 @@ export const txPressure = {
     for (const f of w) f();
   },
 };
+
+/**
+ * The worker raised `ring`'s STALLED flag (it waits for buffers or room):
+ * lower it and ring the worker's doorbell `bell`.
+ */
+export function wakeIfStalled(ring: SpscRing, shim: NativeShim, bell: number): void {
+  if (Atomics.load(ring.ints, STALLED) === 1) {
+    Atomics.store(ring.ints, STALLED, 0);
+    shim.eventfdRing(bell);
+  }
+}
 
 /** One worker thread and the channels it serves. */
 export class IoWorker {
@@ -104,8 +118,9 @@ export class IoWorker {
   }
 
   /** Ask the worker to let go of a channel; `then` runs once it has (at once if the worker is gone). */
-  remove(id: number, then: () => void, kind: ChannelSpec['kind'] = 'tx'): void {
-    if (kind === 'tx') this.channels--;
+  remove(spec: ChannelSpec, then: () => void): void {
+    const id = spec.id;
+    if (spec.kind === 'tx') this.channels--;
     this.fatal.delete(id);
     if (this.gone) {
       then();
