@@ -158,11 +158,10 @@ export class UdpCoalescer {
         if (this.runFirst[r] === i) {
           const s = this.build(packets, n, r);
           if (s !== null) {
+            // the members were released into it; their slots are skipped below
             this.runBuilt[r] = 1;
             this.frames++;
             this.datagrams += this.runCount[r]!;
-            // release the members now; their slots are skipped below
-            for (let j = i; j < n; j++) if (this.runOf[j] === r) packets[j]!.release();
             packets[w] = s;
             tci[w] = tci[i]!;
             w++;
@@ -179,7 +178,10 @@ export class UdpCoalescer {
     return w;
   }
 
-  /** The super-frame of run `r`, or null when no buffer is free. */
+  /**
+   * The super-frame of run `r`, its members released as their payloads are
+   * copied in; or null (members untouched) when no buffer is free.
+   */
   private build(packets: Packet[], n: number, r: number): Packet | null {
     const first = this.runFirst[r]!;
     const f = packets[first]!;
@@ -203,6 +205,7 @@ export class UdpCoalescer {
       if (sb === p.buf) copyBytes(sb, o, p.off + hdrs, l);
       else sb.set(p.buf.subarray(p.off + hdrs, p.off + hdrs + l), o);
       o += l;
+      if (j !== first) p.release();
     }
     const l4Len = total - l4;
     if (v6) {
@@ -227,6 +230,7 @@ export class UdpCoalescer {
     m.hdrLen = hdrs;
     m.gsoEcn = false;
     s.inPort = f.inPort;
+    f.release();
     return s;
   }
 }

@@ -3,7 +3,7 @@
 // learning on the data path allocate nothing; deletion shifts entries back
 // instead of leaving tombstones, so probe chains stay short under churn.
 
-import { get16, getMacLo } from '../wire/bytes.js';
+import { get16, getMacLo, macFromHiLo } from '../wire/bytes.js';
 
 export const LearnResult = {
   /** A new entry was made. */
@@ -165,13 +165,16 @@ export class MacTable {
   }
 
   isStatic(vlan: number, mac: number): boolean {
-    const i = this.find(vlan, macHi(mac), macLo(mac));
-    return i >= 0 && this.statics[i] === 1;
+    return this.isStaticHiLo(vlan, macHi(mac), macLo(mac));
   }
 
   /** `isStatic` for the MAC at `buf[off..off+6]`. */
   isStaticAt(vlan: number, buf: Uint8Array, off: number): boolean {
-    const i = this.find(vlan, get16(buf, off), getMacLo(buf, off));
+    return this.isStaticHiLo(vlan, get16(buf, off), getMacLo(buf, off));
+  }
+
+  private isStaticHiLo(vlan: number, hi: number, lo: number): boolean {
+    const i = this.find(vlan, hi, lo);
     return i >= 0 && this.statics[i] === 1;
   }
 
@@ -257,7 +260,7 @@ export class MacTable {
       if (this.ports[i] === EMPTY) continue;
       const isStatic = this.statics[i] === 1;
       out.push({
-        vlan: this.vlans[i]!, mac: this.macHi[i]! * 0x100000000 + (this.macLo[i]! >>> 0), port: this.ports[i]!,
+        vlan: this.vlans[i]!, mac: macFromHiLo(this.macHi[i]!, this.macLo[i]!), port: this.ports[i]!,
         isStatic, ageMs: isStatic ? 0 : now - this.seen[i]!,
       });
     }

@@ -6,7 +6,7 @@
 // here, a route moved). Learning on the data path allocates nothing for
 // IPv4; IPv6 bindings are learned from neighbour discovery only.
 
-import { get16, get32, getMac, getMacLo, ipv4ToString, ipv6ToString } from '../wire/bytes.js';
+import { get16, get32, getMac, getMacLo, ipv4ToString, ipv6ToString, macFromHiLo } from '../wire/bytes.js';
 import { EtherType } from '../wire/ethernet.js';
 import { FrameLayout, L3 } from '../wire/frame.js';
 import { IpProtocol } from '../wire/ipv4.js';
@@ -78,7 +78,7 @@ export class NeighborTable {
   }
 
   private macAt(slot: number): number {
-    return this.v4Hi[slot]! * 0x100000000 + (this.v4Lo[slot]! >>> 0);
+    return macFromHiLo(this.v4Hi[slot]!, this.v4Lo[slot]!);
   }
 
   private set6(ip: string, mac: number): void {

@@ -35,6 +35,11 @@ export function getMacLo(b: Uint8Array, o: number): number {
   return (b[o + 2]! << 24) | (b[o + 3]! << 16) | (b[o + 4]! << 8) | b[o + 5]!;
 }
 
+/** The MAC (48-bit number) from its high 16 bits and its low 32 bits, signed as getMacLo gives them. */
+export function macFromHiLo(hi: number, lo: number): number {
+  return hi * 0x100000000 + (lo >>> 0);
+}
+
 export function setMac(b: Uint8Array, o: number, mac: number): void {
   set16(b, o, Math.floor(mac / 0x100000000));
   set32(b, o + 2, mac >>> 0);
