@@ -15,6 +15,7 @@ import { AfPacketBackend } from '../io/af-packet.js';
 import { QemuSocketBackend } from '../io/qemu.js';
 import { FdBackend } from '../io/fd-backend.js';
 import { IoWorker } from '../io/workers.js';
+import { DEFAULT_WORKER_PORTS, DEFAULT_WORKER_READS } from './config.js';
 import { native, nativeAvailable } from '../io/native/index.js';
 import type { IpsecOffload } from '../offload/capabilities.js';
 
@@ -67,9 +68,9 @@ export interface RuntimeOptions {
   log?: (level: 'info' | 'warn' | 'error', msg: string, fields?: Record<string, unknown>) => void;
   /** I/O worker threads (0: everything on the main thread). Port queues are spread over them. */
   ioWorkers?: number;
-  /** Whether the workers read their queues too (default) or only write them (the main thread reads). */
+  /** Whether the workers read their queues too or only write them (the main thread reads); default as in the config. */
   workerReads?: boolean;
-  /** The kinds of port whose queues go to workers (default all). */
+  /** The kinds of port whose queues go to workers; default as in the config. */
   workerPorts?: PortKind[];
 }
 
@@ -135,8 +136,8 @@ export class Runtime {
       ...(shim !== null ? { fillClockNs: (o: Float64Array) => shim.clockNs(o) } : {}),
     });
     this.log = opts.log ?? (() => {});
-    this.workerReads = opts.workerReads ?? true;
-    this.workerPorts = new Set(opts.workerPorts ?? ['synthetic', 'host', 'legacy', 'external']);
+    this.workerReads = opts.workerReads ?? DEFAULT_WORKER_READS;
+    this.workerPorts = new Set(opts.workerPorts ?? DEFAULT_WORKER_PORTS);
     for (let i = 0; i < (opts.ioWorkers ?? 0); i++) this.ioWorkers.push(new IoWorker(this.pool));
     this.tickTimer = setInterval(() => this.sw.tick(), opts.tickMs ?? 100);
     this.tickTimer.unref?.();
