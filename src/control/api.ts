@@ -83,8 +83,8 @@ export function portSummary(ctx: ApiContext, p: Port): Record<string, unknown> {
 function statsOf(ctx: ApiContext, p: Port): Record<string, unknown> {
   const b = ctx.rt.backendOf(p.name);
   const out: Record<string, unknown> = { name: p.name, kind: p.kind, ...p.counters.snapshot() };
-  // Reads and writes on an I/O worker: which (by thread id), and the frames the main thread took from it.
-  const io = (q: FdBackend) => ({ ...q.stats, ...(q.worker !== null ? { workerThread: q.worker.thread.threadId, workerRxFrames: q.rxChannel?.frames ?? 0 } : {}) });
+  // Reads and writes on an I/O worker: which (by thread id), the frames the main thread took from it, and how the writes went.
+  const io = (q: FdBackend) => ({ ...q.stats, ...(q.worker !== null ? { workerThread: q.worker.thread.threadId, workerRxFrames: q.rxChannel?.frames ?? 0, txViaWorker: q.txViaWorker, txBypass: q.txBypass } : {}) });
   if (b instanceof FdBackend) out['io'] = io(b);
   if (b instanceof TapBackend && b.queueCount > 1) out['queues'] = b.queueBackends().map(io);
   if (b instanceof AfPacketBackend) out['kernel'] = { packets: b.kernelPackets, drops: b.kernelDrops };

@@ -55,6 +55,18 @@ export interface FdBackendStats {
   lastWriteError: number;
 }
 
+/**
+ * A transmit worker buys parallelism for bulk output (software segmentation's
+ * dozens of frames, 64 KiB super-frames) at the price of waking another
+ * thread, which on a VM with idle vCPUs costs tens of microseconds per
+ * hand-off. Output this small, for a queue the worker holds nothing of, is
+ * written by the main thread directly — like a kernel qdisc's bypass when it
+ * is empty: a ping or an ACK does not wait for a wake-up, and nothing can
+ * overtake a frame the worker still has.
+ */
+export const BYPASS_FRAMES = 4;
+export const BYPASS_BYTES = 4096;
+
 export abstract class FdBackend implements PortBackend {
   abstract capabilities: OffloadCapabilities;
   readonly fd: number;
@@ -83,6 +95,9 @@ export abstract class FdBackend implements PortBackend {
   private port: Port | null = null;
   private closed = false;
   readonly stats: FdBackendStats = { reads: 0, framesRead: 0, truncated: 0, readErrors: 0, lastReadError: 0, writeErrors: 0, lastWriteError: 0 };
+  /** With a transmit worker: frames handed to it, and frames the main thread wrote itself (see BYPASS_FRAMES). */
+  txViaWorker = 0;
+  txBypass = 0;
   /** Called once when the fd fails for good (e.g. the device went away). */
   onFatal: ((errno: number) => void) | null = null;
   /** Writes go through a transmit worker thread when set (useIoWorker). */
@@ -270,7 +285,27 @@ export abstract class FdBackend implements PortBackend {
 
   transmit(q: OutputQueue, _port: Port): number {
     if (this.closed) return 0;
-    if (this.txc !== null) return this.txc.enqueue(q, this.hdr > 0 ? this.writeHeader : null);
+    if (this.txc !== null) {
+      if (!this.small(q) || !this.txc.idle()) {
+        const queued = this.txc.enqueue(q, this.hdr > 0 ? this.writeHeader : null);
+        this.txViaWorker += queued;
+        return queued;
+      }
+      const sent = this.write(q);
+      this.txBypass += sent;
+      return sent;
+    }
+    return this.write(q);
+  }
+
+  private small(q: OutputQueue): boolean {
+    if (q.count > BYPASS_FRAMES) return false;
+    let bytes = 0;
+    for (let i = 0; i < q.count; i++) bytes += q.batch.packets[i]!.len;
+    return bytes <= BYPASS_BYTES;
+  }
+
+  private write(q: OutputQueue): number {
     const n = Math.min(q.count, this.txOff.length);
     const mem = this.pool.bytes;
     const hdr = this.hdr;

@@ -51,6 +51,16 @@ export class TxChannel {
   }
 
   /**
+   * Nothing of this queue is with the worker: every frame queued so far has
+   * been written and handed back. Only then may the main thread write to the
+   * fd itself without overtaking a frame the worker still holds.
+   */
+  idle(): boolean {
+    if (this.inFlight > 0) this.reap();
+    return this.inFlight === 0 && !this.closed;
+  }
+
+  /**
    * Queue the output for the worker; `header(p, at, tci)` writes the virtio
    * header for packet p at byte offset `at`. Returns how many were queued;
    * each queued packet is held (retained) until the worker is done with it.

@@ -9,6 +9,10 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { Lab, type LabNode } from '../util/lab.js';
 import { hasCommand, inCI, isRoot } from '../util/env.js';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const probe = join(dirname(fileURLToPath(import.meta.url)), '../util/udp-probe.js');
 
 const runnable = isRoot() && hasCommand('ip') && hasCommand('ping') && hasCommand('iperf3');
 const why = 'needs root, iproute2, ping and iperf3';
@@ -97,6 +101,51 @@ test('the defaults — one worker writes the legacy NIC and the uplink, the main
     assert.equal(sw.workers.threads[0]!.queues, 2, 'the worker holds the legacy NIC\'s queue and the uplink\'s');
     for (const to of ['vm2', 'leg', 'phys'] as const) assert.equal(l.ping('vm1', to).status, 0, `vm1 → ${to} before the flood`);
     await floodThenWork(l, await inUse(l), { reads: false, kinds: ['leg', 'phys'] });
+  } finally {
+    await l.stop();
+  }
+  assert.deepEqual(l.leftovers(), [], 'namespaces or devices left behind');
+});
+
+/** Frames a port's queues handed to their worker, and wrote on the main thread instead (the bypass). */
+async function txPaths(l: Lab, n: LabNode): Promise<{ viaWorker: number; bypass: number }> {
+  const s = (await l.stats())[n]!;
+  const queues: Record<string, any>[] = s['queues'] ?? [s['io']];
+  return { viaWorker: queues.reduce((a, q) => a + q['txViaWorker'], 0), bypass: queues.reduce((a, q) => a + q['txBypass'], 0) };
+}
+
+test('small output to an idle worker\'s queue is written by the main thread; bulk goes through the worker; nothing overtakes', { skip: !runnable && why, timeout: 120_000 }, async () => {
+  const l = await Lab.start({ nodes: ['vm1', 'leg', 'phys'] });
+  try {
+    for (const to of ['leg', 'phys'] as const) {
+      // Pings: one frame at a time, the worker holds nothing: none of them waits for it.
+      const p0 = await txPaths(l, to);
+      assert.equal(l.ping('vm1', to, false, 5).status, 0, `vm1 → ${to}`);
+      const p1 = await txPaths(l, to);
+      assert.ok(p1.bypass - p0.bypass >= 5, `${to}: the echo requests were written directly (${p1.bypass - p0.bypass})`);
+      assert.equal(p1.viaWorker, p0.viaWorker, `${to}: no ping went through the worker`);
+      // Bursts of 1, 3, 40 and 2 sequence-numbered datagrams (some 1200 B): both paths, in turn.
+      const count = 4000;
+      const rx = l.spawnIn(to, [process.execPath, probe, 'recv', '--bind', l.ip4(to), '--port', '7101', '--expect', String(count), '--timeout-ms', '10000']);
+      let out = '';
+      rx.stdout!.on('data', (d: Buffer) => { out += d.toString(); });
+      const exited = new Promise<void>((r) => rx.once('exit', () => r()));
+      for (let i = 0; i < 100 && !out.includes('ready'); i++) await sleep(50);
+      assert.ok(out.includes('ready'), 'receiver ready');
+      const tx = l.exec('vm1', [process.execPath, probe, 'send', '--dst', l.ip4(to), '--port', '7101', '--count', String(count), '--burst', '1,3,40,2'], { timeout: 60_000 });
+      assert.equal(tx.status, 0, `sender: ${tx.stderr}`);
+      await exited;
+      const r = JSON.parse(out.split('\n').find((x) => x.startsWith('{')) ?? '{}') as { received: number; bad: number; reordered: number; firstReorder: unknown };
+      assert.deepEqual([r.received, r.bad, r.reordered], [count, 0, 0], `${to}: every datagram, unchanged and in order (first out of order: ${JSON.stringify(r.firstReorder)})`);
+      const p2 = await txPaths(l, to);
+      assert.ok(p2.bypass > p1.bypass && p2.viaWorker > p1.viaWorker, `${to}: both paths carried the bursts (${JSON.stringify(p1)} → ${JSON.stringify(p2)})`);
+    }
+    // A TCP stream to the legacy NIC (software segmentation: dozens of frames per super-frame) goes through the worker.
+    const t0 = await txPaths(l, 'leg');
+    const end = await iperf('leg', ['-t', '2'], 5400, l);
+    const t1 = await txPaths(l, 'leg');
+    const frames = end['sum_sent'].bytes / 1448;
+    assert.ok(t1.viaWorker - t0.viaWorker > frames * 0.9, `TCP segments through the worker: ${t1.viaWorker - t0.viaWorker} of ~${Math.round(frames)}`);
   } finally {
     await l.stop();
   }

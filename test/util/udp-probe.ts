@@ -4,8 +4,8 @@
 //
 //   node udp-probe.js recv --bind ADDR --port P --expect N --flows F --timeout-ms T
 //     prints {"received":…, "bad":…, "reordered":…, "perFlow":[…]} when N arrived or T passed
-//   node udp-probe.js send --dst ADDR --port P --count N --flows F --burst B
-//     sends N datagrams per flow, flows interleaved burst by burst
+//   node udp-probe.js send --dst ADDR --port P --count N --flows F --burst B[,B2,…]
+//     sends N datagrams per flow, flows interleaved burst by burst (burst sizes cycled)
 import dgram from 'node:dgram';
 import { isIPv6 } from 'node:net';
 
@@ -73,10 +73,11 @@ async function send(): Promise<void> {
   const port = Number(arg('port'));
   const n = Number(arg('count'));
   const flows = Number(arg('flows', '1'));
-  const burst = Number(arg('burst', '32'));
+  const bursts = arg('burst', '32').split(',').map(Number);
   const socks = Array.from({ length: flows }, () => dgram.createSocket({ type: isIPv6(dst) ? 'udp6' : 'udp4', sendBufferSize: 4 << 20 }));
   for (const s of socks) await new Promise<void>((r) => s.connect(port, dst, r));
-  for (let s0 = 0; s0 < n; s0 += burst) {
+  for (let s0 = 0, b = 0; s0 < n; s0 += bursts[b++ % bursts.length]!) {
+    const burst = bursts[b % bursts.length]!;
     for (let f = 0; f < flows; f++) {
       const sends: Promise<void>[] = [];
       for (let s = s0; s < Math.min(n, s0 + burst); s++) {
