@@ -138,6 +138,7 @@ export class Port {
 
   // Offload budget: a token bucket in nanoseconds, and the throttle backlog.
   tokens = 0;
+  /** When tokens were last added, on the switch clock in ns. */
   lastRefill = 0;
   readonly backlog: Packet[] = [];
   readonly backlogVlan: number[] = [];

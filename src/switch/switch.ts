@@ -135,6 +135,8 @@ export class Switch {
   fillClockNs: (out: Float64Array) => void;
   private readonly t0 = new Float64Array(1);
   private readonly t1 = new Float64Array(1);
+  /** The clock for budget refills, in ns. */
+  private readonly tRefill = new Float64Array(1);
 
   // Scratch, reused for every packet.
   private readonly lay = new FrameLayout();
@@ -931,13 +933,20 @@ export class Switch {
     if (port.budget !== undefined) port.tokens -= ns;
   }
 
+  /**
+   * Tokens for the time since the last refill. Runs per budgeted packet, so it
+   * reads the clock into an array: Date.now() boxed a heap number per packet.
+   */
   private refill(port: Port): void {
     const b = port.budget!;
-    const now = this.now();
-    const dt = now - port.lastRefill;
-    if (dt > 0) {
-      port.tokens = Math.min(port.burstNs, port.tokens + (dt / 1000) * b.cpuNsPerSec);
-      port.lastRefill = now;
+    const t = this.tRefill;
+    const fake = this.fakeNow;
+    if (fake !== null) t[0] = fake() * 1e6;
+    else this.fillClockNs(t);
+    const dtNs = t[0]! - port.lastRefill;
+    if (dtNs > 0) {
+      port.tokens = Math.min(port.burstNs, port.tokens + dtNs * (b.cpuNsPerSec / 1e9));
+      port.lastRefill = t[0]!;
     }
   }
 

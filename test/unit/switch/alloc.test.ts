@@ -101,12 +101,12 @@ test('switching small frames does not allocate per packet, not even short-lived 
   assert.ok(r.bytes < 8192, `${r.bytes} B allocated by the data path for ${packets} packets (${(r.bytes / packets).toFixed(2)} B/packet): ${r.top.join('; ')}`);
 });
 
-test('software checksums to a legacy NIC, timed and charged per packet, allocate nothing (native clock)', async () => {
+for (const budget of [undefined, { cpuNsPerSec: 2e9, action: 'drop' as const }]) test(`software checksums to a legacy NIC, timed and charged per packet${budget !== undefined ? ', against a CPU budget refilled per packet' : ''}, allocate nothing (native clock)`, async () => {
   if (!nativeAvailable() && inCI) throw new Error('the native shim is not built');
   const pool = new BufferPool({ classes: [{ bufferSize: 2048, count: 1024 }, { bufferSize: 66560, count: 4 }] });
   const shim = nativeAvailable() ? native() : null;
   const sw = new Switch({ pool, ...(shim !== null ? { fillClockNs: (o: Float64Array) => shim.clockNs(o) } : {}) });
-  const vm1 = sw.addPort({ name: 'vm1', kind: 'synthetic' }, new CountingBackend());
+  const vm1 = sw.addPort({ name: 'vm1', kind: 'synthetic', ...(budget !== undefined ? { budget } : {}) }, new CountingBackend());
   const legBe = new CountingBackend(noOffloads());
   sw.addPort({ name: 'legacy', kind: 'legacy', mac: MAC.legacy }, legBe);
   const f = udpFrame('vm1', 'legacy', 22);
