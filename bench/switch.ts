@@ -167,6 +167,9 @@ function pathOf(before: Record<string, any>, after: Record<string, any>, dst: st
 
 /** How many of the datagrams sent to `dst` went coalesced (URO), and how many per super-frame. */
 function coalescedOf(before: Record<string, any>, after: Record<string, any>, dst: string): string {
+  // Only vNICs take coalesced datagrams (URO): nothing to say for a legacy NIC or an uplink.
+  const kind = after[dst]?.kind as string | undefined;
+  if (kind === 'legacy' || kind === 'external') return '–';
   const c = (s: Record<string, any>, k: 'datagrams' | 'frames') => (s[dst]?.offload?.coalesced?.[k] as number | undefined) ?? 0;
   const datagrams = c(after, 'datagrams') - c(before, 'datagrams');
   const frames = c(after, 'frames') - c(before, 'frames');

@@ -42,6 +42,16 @@ export class AfPacketBackend extends FdBackend {
   /** Frames the kernel dropped before we could read them (PACKET_STATISTICS). */
   kernelDrops = 0;
   kernelPackets = 0;
+  /**
+   * The watch, several times a second, allocates nothing: it compares the
+   * features' active bits with those of the last full read (names and all),
+   * and reads in full only when they differ.
+   */
+  private readonly seenBits = new Uint32Array(16);
+  private readonly bits = new Uint32Array(16);
+  /** Features at the last full read; -1: read in full at the next watch. */
+  private seenCount = -1;
+  private readonly kstats = new Uint32Array(2);
 
   private constructor(fd: number, o: AfPacketOptions) {
     super({
@@ -68,6 +78,7 @@ export class AfPacketBackend extends FdBackend {
 
   /** The NIC's features now, as capabilities. */
   readCapabilities(): OffloadCapabilities {
+    this.seenCount = this.shim.ethtoolActive(this.ifname, this.seenBits);
     const features: Record<string, boolean> = {};
     for (const [name, active] of this.shim.ethtoolFeatures(this.ifname)) features[name] = active;
     const caps = capabilitiesFromEthtool(features, this.hints);
@@ -78,6 +89,7 @@ export class AfPacketBackend extends FdBackend {
   /** The ESP engine's capability (null: none); takes effect at the next feature watch. */
   setEspEngine(engine: IpsecOffload | null): void {
     this.espEngine = engine;
+    this.seenCount = -1;
   }
 
   get espEngineConfig(): IpsecOffload | null {
@@ -90,17 +102,26 @@ export class AfPacketBackend extends FdBackend {
     this.watch.unref?.();
   }
 
-  /** Re-read features and kernel drop counters; report capability changes to the switch. */
+  private featuresChanged(): boolean {
+    const n = this.shim.ethtoolActive(this.ifname, this.bits);
+    if (n !== this.seenCount) return true;
+    for (let i = 0; i < (n + 31) >> 5; i++) if (this.bits[i] !== this.seenBits[i]) return true;
+    return false;
+  }
+
+  /** Re-read features (when they changed) and kernel drop counters; report capability changes to the switch. */
   private refresh(sw: Switch, port: Port): void {
     try {
-      const caps = this.readCapabilities();
-      if (!capabilitiesEqual(caps, this.capabilities)) {
-        this.capabilities = caps;
-        sw.updateCapabilities(port.name, caps);
+      if (this.featuresChanged()) {
+        const caps = this.readCapabilities();
+        if (!capabilitiesEqual(caps, this.capabilities)) {
+          this.capabilities = caps;
+          sw.updateCapabilities(port.name, caps);
+        }
       }
-      const [packets, drops] = this.shim.packetStats(this.fd);
-      this.kernelPackets += packets;
-      this.kernelDrops += drops;
+      this.shim.packetStats(this.fd, this.kstats);
+      this.kernelPackets += this.kstats[0]!;
+      this.kernelDrops += this.kstats[1]!;
     } catch {
       // the device may be going away; the read path notices that
     }

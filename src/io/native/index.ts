@@ -18,8 +18,11 @@ export interface NativeShim {
   tapOpen(name: string, flags: number, vnetHdrSize: number): [fd: number, name: string];
   tapSetOffload(fd: number, tunFlags: number): void;
   packetOpen(ifname: string, vnetHdrSize: number, rcvbuf: number, flags: number): number;
-  packetStats(fd: number): [packets: number, drops: number];
+  /** out = [packets, drops] since the last call (the kernel resets them). */
+  packetStats(fd: number, out: Uint32Array): void;
   ethtoolFeatures(ifname: string): [name: string, active: boolean, fixed: boolean][];
+  /** The features' active bits into `out` (bit i of word i/32), allocating nothing; returns how many features there are. */
+  ethtoolActive(ifname: string, out: Uint32Array): number;
   ifIndex(name: string): number;
   close(fd: number): number;
   rawOpen(family: 4 | 6, protocol: number, device: string, rcvbuf?: number): number;

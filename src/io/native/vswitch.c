@@ -206,18 +206,74 @@ static napi_value packet_open(napi_env env, napi_callback_info info) {
   return num(env, fd);
 }
 
-// packetStats(fd) -> [packets, drops] since the last call (the kernel resets them)
+// packetStats(fd, out Uint32Array(2)): out = [packets, drops] since the last call (the kernel
+// resets them). Called by the uplink's feature watch several times a second: nothing allocated.
 static napi_value packet_stats(napi_env env, napi_callback_info info) {
-  ARGS(1);
+  ARGS(2);
   int fd = arg_i32(env, argv[0]);
+  size_t bytes = 0;
+  uint32_t* out = arg_ta(env, argv[1], &bytes);
+  if (!out || bytes < 8) { napi_throw_type_error(env, NULL, "packetStats: a Uint32Array(2) expected"); return NULL; }
   struct tpacket_stats st;
   socklen_t len = sizeof st;
   if (getsockopt(fd, SOL_PACKET, PACKET_STATISTICS, &st, &len) < 0) return throw_errno(env, "packetStats", errno);
-  napi_value arr;
-  napi_create_array_with_length(env, 2, &arr);
-  napi_set_element(env, arr, 0, num(env, st.tp_packets));
-  napi_set_element(env, arr, 1, num(env, st.tp_drops));
-  return arr;
+  out[0] = st.tp_packets;
+  out[1] = st.tp_drops;
+  return NULL;
+}
+
+// A socket for SIOCETHTOOL on `name` and the number of its features (ETHTOOL_GSSET_INFO);
+// -errno on failure (nothing left open), naming the failed step in *what.
+static int ethtool_begin(const char* name, struct ifreq* ifr, uint32_t* count, const char** what) {
+  int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) fd = socket(AF_PACKET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) { *what = "socket"; return -errno; }
+  memset(ifr, 0, sizeof *ifr);
+  memcpy(ifr->ifr_name, name, strnlen(name, IFNAMSIZ - 1));
+  struct { struct ethtool_sset_info hdr; uint32_t buf[1]; } sset;
+  memset(&sset, 0, sizeof sset);
+  sset.hdr.cmd = ETHTOOL_GSSET_INFO;
+  sset.hdr.sset_mask = 1ULL << ETH_SS_FEATURES;
+  ifr->ifr_data = (void*)&sset;
+  if (ioctl(fd, SIOCETHTOOL, ifr) < 0) { int e = errno; close(fd); *what = "ETHTOOL_GSSET_INFO"; return -e; }
+  *count = sset.hdr.sset_mask ? sset.buf[0] : 0;
+  return fd;
+}
+
+#define ETHTOOL_WATCH_BLOCKS 16
+
+// ethtoolActive(ifname, out Uint32Array) -> feature count; bit i of out (word i/32) = feature i
+// active. The feature watch's cheap check (GSSET_INFO + GFEATURES, no names, nothing allocated);
+// ethtoolFeatures gives the names when the bits change.
+static napi_value ethtool_active(napi_env env, napi_callback_info info) {
+  ARGS(2);
+  char name[IFNAMSIZ] = {0};
+  arg_str(env, argv[0], name, sizeof name);
+  size_t bytes = 0;
+  uint32_t* out = arg_ta(env, argv[1], &bytes);
+  if (!out) { napi_throw_type_error(env, NULL, "ethtoolActive: a Uint32Array expected"); return NULL; }
+  struct ifreq ifr;
+  uint32_t n = 0;
+  const char* what = "";
+  int fd = ethtool_begin(name, &ifr, &n, &what);
+  if (fd < 0) {
+    char msg[64];
+    snprintf(msg, sizeof msg, "ethtoolActive: %s", what);
+    return throw_errno(env, msg, -fd);
+  }
+  uint32_t blocks = (n + 31) / 32;
+  if (blocks > ETHTOOL_WATCH_BLOCKS || blocks * 4 > bytes) { close(fd); napi_throw_range_error(env, NULL, "ethtoolActive: more features than the array holds"); return NULL; }
+  struct { struct ethtool_gfeatures hdr; struct ethtool_get_features_block b[ETHTOOL_WATCH_BLOCKS]; } feats;
+  memset(&feats, 0, sizeof feats);
+  feats.hdr.cmd = ETHTOOL_GFEATURES;
+  feats.hdr.size = blocks;
+  ifr.ifr_data = (void*)&feats;
+  int ok = ioctl(fd, SIOCETHTOOL, &ifr) >= 0;
+  int e = errno;
+  close(fd);
+  if (!ok) return throw_errno(env, "ethtoolActive: ETHTOOL_GFEATURES", e);
+  for (uint32_t i = 0; i < blocks; i++) out[i] = feats.hdr.features[i].active;
+  return num(env, n);
 }
 
 // ethtoolFeatures(ifname) -> [[name, active, fixed], ...]  (ETHTOOL_GSSET_INFO/GSTRINGS/GFEATURES)
@@ -225,20 +281,15 @@ static napi_value ethtool_features(napi_env env, napi_callback_info info) {
   ARGS(1);
   char name[IFNAMSIZ] = {0};
   arg_str(env, argv[0], name, sizeof name);
-  int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) fd = socket(AF_PACKET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return throw_errno(env, "ethtoolFeatures: socket", errno);
   struct ifreq ifr;
-  memset(&ifr, 0, sizeof ifr);
-  memcpy(ifr.ifr_name, name, strnlen(name, IFNAMSIZ - 1));
-
-  struct { struct ethtool_sset_info hdr; uint32_t buf[1]; } sset;
-  memset(&sset, 0, sizeof sset);
-  sset.hdr.cmd = ETHTOOL_GSSET_INFO;
-  sset.hdr.sset_mask = 1ULL << ETH_SS_FEATURES;
-  ifr.ifr_data = (void*)&sset;
-  if (ioctl(fd, SIOCETHTOOL, &ifr) < 0) { int e = errno; close(fd); return throw_errno(env, "ethtoolFeatures: ETHTOOL_GSSET_INFO", e); }
-  uint32_t n = sset.hdr.sset_mask ? sset.buf[0] : 0;
+  uint32_t n = 0;
+  const char* what = "";
+  int fd = ethtool_begin(name, &ifr, &n, &what);
+  if (fd < 0) {
+    char msg[64];
+    snprintf(msg, sizeof msg, "ethtoolFeatures: %s", what);
+    return throw_errno(env, msg, -fd);
+  }
 
   struct ethtool_gstrings* strs = calloc(1, sizeof *strs + (size_t)n * ETH_GSTRING_LEN);
   uint32_t blocks = (n + 31) / 32;
@@ -778,6 +829,7 @@ NAPI_MODULE_INIT() {
   EXPORT("packetOpen", packet_open);
   EXPORT("packetStats", packet_stats);
   EXPORT("ethtoolFeatures", ethtool_features);
+  EXPORT("ethtoolActive", ethtool_active);
   EXPORT("ifIndex", if_index_js);
   EXPORT("close", close_fd);
   EXPORT("clockNs", clock_ns);
