@@ -7,6 +7,7 @@
 
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { chmodSync, existsSync, unlinkSync } from 'node:fs';
+import { timingSafeEqual } from 'node:crypto';
 import { buildFrame, type FrameSpec } from '../wire/builder.js';
 import { macToString } from '../wire/bytes.js';
 import { GsoType } from '../packet/meta.js';
@@ -382,8 +383,20 @@ export function handler(ctx: ApiContext) {
   };
 }
 
-/** Listen on the unix socket (replacing a stale one) and optionally on loopback. */
-export async function listen(ctx: ApiContext, socket: string, loopback: string | null): Promise<Server[]> {
+/** `Authorization: Bearer <token>`, compared in constant time. */
+function bearerMatches(req: IncomingMessage, token: Buffer): boolean {
+  const h = req.headers.authorization;
+  if (typeof h !== 'string' || !/^bearer /i.test(h)) return false;
+  const got = Buffer.from(h.slice(7).trim());
+  return got.length === token.length && timingSafeEqual(got, token);
+}
+
+/**
+ * Listen on the unix socket (replacing a stale one; mode 0600 is its access
+ * control) and optionally on loopback, where any local user can connect:
+ * there every request must carry the bearer token from the token file.
+ */
+export async function listen(ctx: ApiContext, socket: string, loopback: { address: string; token: string; tokenFile: string } | null): Promise<Server[]> {
   const servers: Server[] = [];
   const h = handler(ctx);
   if (existsSync(socket)) unlinkSync(socket);
@@ -392,8 +405,19 @@ export async function listen(ctx: ApiContext, socket: string, loopback: string |
   chmodSync(socket, 0o600);
   servers.push(s);
   if (loopback !== null) {
-    const [host, port] = [loopback.slice(0, loopback.lastIndexOf(':')).replace(/^\[|\]$/g, ''), Number(loopback.slice(loopback.lastIndexOf(':') + 1))];
-    const t = createServer((q, r) => void h(q, r));
+    const a = loopback.address;
+    const [host, port] = [a.slice(0, a.lastIndexOf(':')).replace(/^\[|\]$/g, ''), Number(a.slice(a.lastIndexOf(':') + 1))];
+    const token = Buffer.from(loopback.token);
+    const t = createServer((q, r) => {
+      if (bearerMatches(q, token)) {
+        void h(q, r);
+        return;
+      }
+      q.resume();
+      const body = `${JSON.stringify({ error: `the loopback API needs "Authorization: Bearer <token>", the token being the contents of ${loopback.tokenFile} (root's)` }, null, 1)}\n`;
+      r.writeHead(401, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), 'www-authenticate': 'Bearer realm="vswitch"' });
+      r.end(body);
+    });
     await new Promise<void>((res, rej) => { t.once('error', rej); t.listen(port, host, () => res()); });
     servers.push(t);
   }

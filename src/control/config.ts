@@ -65,6 +65,7 @@ export const CONFIG_SCHEMA = {
           properties: {
             socket: { type: 'string', minLength: 1 },
             listen: { type: 'string', pattern: '^(127\\.0\\.0\\.1|localhost|\\[::1\\]):\\d{1,5}$' },
+            tokenFile: { type: 'string', minLength: 1 },
           },
         },
         log: {
@@ -228,7 +229,7 @@ export interface PortYaml {
 export interface SwitchYaml {
   name?: string;
   macAgingSeconds?: number;
-  api?: { socket?: string; listen?: string };
+  api?: { socket?: string; listen?: string; tokenFile?: string };
   log?: { level?: 'debug' | 'info' | 'warn' | 'error'; format?: 'json' | 'text' };
   stateDir?: string;
   /** I/O worker threads (0: all I/O on the main thread). */
@@ -249,6 +250,8 @@ export interface SwitchSettings {
   macAgingMs: number;
   socket: string;
   listen: string | null;
+  /** The bearer token the loopback API asks for (made, mode 0600, when missing). */
+  tokenFile: string;
   logLevel: 'debug' | 'info' | 'warn' | 'error';
   logFormat: 'json' | 'text';
   stateDir: string;
@@ -600,6 +603,7 @@ export function parseConfig(text: string, file = '<config>'): LoadedConfig {
       macAgingMs: (s.macAgingSeconds ?? 300) * 1000,
       socket: s.api?.socket ?? `${stateDir}/${name}.sock`,
       listen: s.api?.listen ?? null,
+      tokenFile: s.api?.tokenFile ?? `${stateDir}/${name}.token`,
       logLevel: s.log?.level ?? 'info',
       logFormat: s.log?.format ?? 'json',
       stateDir,

@@ -4,7 +4,8 @@
 // management API, and on SIGINT/SIGTERM (or POST /v1/shutdown) removes every
 // device and namespace it created.
 
-import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
 import { dirname, join } from 'node:path';
 import { spawnSync } from 'node:child_process';
 import type { Server } from 'node:http';
@@ -61,6 +62,25 @@ export function recoverPrevious(stateFile: string, log: Logger): void {
   rmSync(stateFile, { force: true });
   if (existsSync(prev.socket)) rmSync(prev.socket, { force: true });
   log.warn('recovered from a previous run that did not shut down cleanly', { pid: prev.pid, namespaces: prev.namespaces.length });
+}
+
+/**
+ * The loopback API's bearer token: the token file's, kept across restarts so
+ * that a monitoring client set up once keeps working, or a new random one
+ * written there with mode 0600 (only root can read it).
+ */
+export function loadOrMakeToken(file: string): string {
+  if (existsSync(file)) {
+    const mode = statSync(file).mode & 0o777;
+    if ((mode & 0o077) !== 0) throw new Error(`${file}: the API token must be readable by its owner only (mode ${mode.toString(8)}; chmod 600 it)`);
+    const t = readFileSync(file, 'utf8').trim();
+    if (!/^[A-Za-z0-9._~+/-]{32,}$/.test(t)) throw new Error(`${file}: not an API token (one line of 32 or more characters from A-Z a-z 0-9 . _ ~ + / -)`);
+    return t;
+  }
+  mkdirSync(dirname(file), { recursive: true });
+  const t = randomBytes(32).toString('hex');
+  writeFileSync(file, `${t}\n`, { mode: 0o600, flag: 'wx' });
+  return t;
 }
 
 export interface DaemonHandle {
@@ -129,11 +149,12 @@ export async function startDaemon(configPath: string, logOverride?: Logger): Pro
   const ctx: ApiContext = { rt, log, name: s.name, startedAt: Date.now(), portYaml, shutdown: () => void stop(), saveState, guest };
   try {
     for (const p of rt.sw.listPorts()) await guest.open(p);
-    servers = await listen(ctx, s.socket, s.listen);
+    const loopback = s.listen !== null ? { address: s.listen, token: loadOrMakeToken(s.tokenFile), tokenFile: s.tokenFile } : null;
+    servers = await listen(ctx, s.socket, loopback);
   } catch (e) {
     await stop();
     throw new Error(`management API: cannot listen on ${s.socket}${s.listen ? ` / ${s.listen}` : ''}: ${(e as Error).message}`);
   }
-  log.info('vswitch running', { ports: cfg.ports.length, socket: s.socket, ...(s.listen ? { listen: s.listen } : {}), pid: process.pid });
+  log.info('vswitch running', { ports: cfg.ports.length, socket: s.socket, ...(s.listen ? { listen: s.listen, tokenFile: s.tokenFile } : {}), pid: process.pid });
   return { ctx, stop, stopped };
 }

@@ -40,6 +40,8 @@ export interface LabOptions {
   workerReads?: boolean;
   /** switch.workerPorts: the kinds of port whose queues go to workers. */
   workerPorts?: string[];
+  /** switch.api settings besides the socket (e.g. listen, tokenFile). */
+  api?: Record<string, unknown>;
 }
 
 const live = new Set<Lab>();
@@ -143,7 +145,7 @@ export class Lab {
     }
     const configPath = join(this.dir, 'switch.yaml');
     writeFileSync(configPath, toYaml({
-      switch: { name: this.prefix, stateDir: this.dir, log: { level: 'info', format: 'json' }, ...(opts.workers !== undefined ? { workers: opts.workers } : {}), ...(opts.workerReads !== undefined ? { workerReads: opts.workerReads } : {}), ...(opts.workerPorts !== undefined ? { workerPorts: opts.workerPorts } : {}) },
+      switch: { name: this.prefix, stateDir: this.dir, log: { level: 'info', format: 'json' }, ...(opts.workers !== undefined ? { workers: opts.workers } : {}), ...(opts.workerReads !== undefined ? { workerReads: opts.workerReads } : {}), ...(opts.workerPorts !== undefined ? { workerPorts: opts.workerPorts } : {}), ...(opts.api !== undefined ? { api: opts.api } : {}) },
       ports,
     }));
     this.api = new Client(join(this.dir, `${this.prefix}.sock`));

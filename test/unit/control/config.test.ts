@@ -70,6 +70,8 @@ test('a good configuration becomes runtime port specs and switch settings', () =
   assert.equal(c.settings.macAgingMs, 60_000);
   assert.equal(c.settings.socket, '/tmp/x.sock');
   assert.equal(c.settings.listen, '127.0.0.1:8089');
+  assert.equal(c.settings.tokenFile, '/run/vswitch/lab.token', 'the loopback API token beside the state');
+  assert.equal(parseConfig(GOOD.replace('listen: "127.0.0.1:8089"', 'listen: "127.0.0.1:8089", tokenFile: /etc/vs.token'), 'sw.yaml').settings.tokenFile, '/etc/vs.token');
   assert.equal(c.ports.length, 4);
   const vm1 = c.ports[0]!;
   assert.equal(vm1.mac, 0x020000000001);
