@@ -57,4 +57,10 @@ ensure_node_deps() {
 build() {
   rm -rf dist
   npx --no-install tsc -p . || { echo "vswitch: TypeScript build failed" >&2; return 1; }
+  # npm install builds the native addon; rebuild it when its source changed since (a pull, an
+  # edit), or the JavaScript would call functions the old addon does not have.
+  local addon=build/Release/vswitch_native.node
+  if [ -f "$addon" ] && { [ src/io/native/vswitch.c -nt "$addon" ] || [ binding.gyp -nt "$addon" ]; }; then
+    npm run --silent build:native >/dev/null || { echo "vswitch: native addon build failed (npm run build:native)" >&2; return 1; }
+  fi
 }

@@ -12,6 +12,7 @@ import { macFromString } from '../wire/bytes.js';
 import { parseCidr, type Acl, type AclRule, type PortSecurity } from '../switch/policy.js';
 import type { OffloadBudget, PortKind, VlanConfig } from '../switch/port.js';
 import type { PortSpec } from './runtime.js';
+import { parseUdpEndpoint } from '../io/qemu-dgram.js';
 
 // --- the file's shape ------------------------------------------------------------
 
@@ -165,8 +166,16 @@ export const CONFIG_SCHEMA = {
           qemu: {
             type: 'object',
             additionalProperties: false,
-            required: ['socket'],
-            properties: { socket: { type: 'string', minLength: 1 }, mode: { enum: ['listen', 'connect'] } },
+            properties: {
+              socket: { type: 'string', minLength: 1 },
+              mode: { enum: ['listen', 'connect'] },
+              dgram: {
+                type: 'object',
+                additionalProperties: false,
+                required: ['local', 'remote'],
+                properties: { local: { type: 'string', minLength: 1 }, remote: { type: 'string', minLength: 1 } },
+              },
+            },
           },
           ipsec: {
             type: 'object',
@@ -221,7 +230,7 @@ export interface PortYaml {
   /** vNICs: how many SAs the guest may offload. */
   maxSa?: number;
   /** Legacy ports: a QEMU VM's -netdev stream socket instead of a TAP. */
-  qemu?: { socket: string; mode?: 'listen' | 'connect' };
+  qemu?: { socket?: string; mode?: 'listen' | 'connect'; dgram?: { local: string; remote: string } };
   /** External ports: vswitch's ESP engine acts as this uplink's IPsec offload. */
   ipsec?: { enabled?: boolean; algorithms?: ('aes-gcm-128' | 'aes-gcm-256')[]; maxSa?: number; modes?: ('transport' | 'tunnel')[] };
 }
@@ -529,7 +538,22 @@ function convertPort(p: PortYaml, i: number, L: Located): PortSpec {
   if (p.qemu !== undefined) {
     if (p.kind !== 'legacy') L.add([...at, 'qemu'], 'only a legacy port connects to a QEMU socket (an emulated NIC)');
     if (p.guest !== undefined) L.add([...at, 'guest'], 'a QEMU port has no guest namespace: the VM is the guest');
-    spec.qemu = { socket: p.qemu.socket, ...(p.qemu.mode !== undefined ? { mode: p.qemu.mode } : {}) };
+    const q = p.qemu;
+    if ((q.socket === undefined) === (q.dgram === undefined)) {
+      L.add([...at, 'qemu'], 'give either socket (QEMU -netdev stream) or dgram (QEMU -netdev dgram), not both or neither');
+    } else if (q.socket !== undefined) {
+      spec.qemu = { socket: q.socket, ...(q.mode !== undefined ? { mode: q.mode } : {}) };
+    } else {
+      if (q.mode !== undefined) L.add([...at, 'qemu', 'mode'], 'mode is for a stream socket; a dgram port just sends and receives');
+      const local = parseUdpEndpoint(q.dgram!.local);
+      const remote = parseUdpEndpoint(q.dgram!.remote);
+      if (local === null) L.add([...at, 'qemu', 'dgram', 'local'], `"${q.dgram!.local}" is not IPv4:PORT or [IPv6]:PORT`);
+      if (remote === null) L.add([...at, 'qemu', 'dgram', 'remote'], `"${q.dgram!.remote}" is not IPv4:PORT or [IPv6]:PORT`);
+      if (local !== null && remote !== null) {
+        if (local.host.includes(':') !== remote.host.includes(':')) L.add([...at, 'qemu', 'dgram'], 'local and remote must both be IPv4 or both IPv6');
+        spec.qemu = { dgram: { local, remote } };
+      }
+    }
   }
   if (p.ipsec !== undefined) {
     if (p.kind !== 'external') L.add([...at, 'ipsec'], 'only an external port has an IPsec engine (vNICs: offloads.ipsec and maxSa)');

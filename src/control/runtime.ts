@@ -13,6 +13,7 @@ import { macToString } from '../wire/bytes.js';
 import { TapBackend } from '../io/tap.js';
 import { AfPacketBackend } from '../io/af-packet.js';
 import { QemuSocketBackend } from '../io/qemu.js';
+import { QemuDgramBackend, type UdpEndpoint } from '../io/qemu-dgram.js';
 import { FdBackend } from '../io/fd-backend.js';
 import { IoWorker } from '../io/workers.js';
 import { DEFAULT_WORKER_PORTS, DEFAULT_WORKER_READS } from './config.js';
@@ -57,7 +58,7 @@ export interface PortSpec extends Omit<PortConfig, 'kind'> {
   /** TAP ports: the TAP's txqueuelen — frames the guest may queue towards the switch per queue (default TAP_TX_QUEUE_LEN). */
   txQueueLen?: number;
   /** legacy ports: a QEMU VM's `-netdev stream` socket instead of a TAP. */
-  qemu?: { socket: string; mode?: 'listen' | 'connect' };
+  qemu?: { socket: string; mode?: 'listen' | 'connect' } | { dgram: { local: UdpEndpoint; remote: UdpEndpoint } };
 }
 
 export interface RuntimeOptions {
@@ -163,7 +164,9 @@ export class Runtime {
     let created: string | undefined;
     try {
       if (spec.kind === 'legacy' && spec.qemu !== undefined) {
-        backend = new QemuSocketBackend({ address: { path: spec.qemu.socket }, mode: spec.qemu.mode ?? 'listen' });
+        backend = 'dgram' in spec.qemu
+          ? QemuDgramBackend.open({ ...spec.qemu.dgram, pool: this.pool })
+          : new QemuSocketBackend({ address: { path: spec.qemu.socket }, mode: spec.qemu.mode ?? 'listen' });
       } else if (spec.kind === 'external') {
         sh('ip', ['link', 'set', 'dev', device, 'up']);
         backend = AfPacketBackend.open({ ifname: device, pool: this.pool, ...(spec.ipsecEngine ? { espEngine: spec.ipsecEngine } : {}) });

@@ -21,6 +21,8 @@ export interface NativeShim {
   /** out = [packets, drops] since the last call (the kernel resets them). */
   packetStats(fd: number, out: Uint32Array): void;
   ethtoolFeatures(ifname: string): [name: string, active: boolean, fixed: boolean][];
+  /** A UDP socket bound to local and connected to remote (IP literals), O_NONBLOCK; bufBytes > 0 forces its buffers. */
+  udpOpen(localHost: string, localPort: number, remoteHost: string, remotePort: number, bufBytes: number): number;
   /** The features' active bits into `out` (bit i of word i/32), allocating nothing; returns how many features there are. */
   ethtoolActive(ifname: string, out: Uint32Array): number;
   ifIndex(name: string): number;

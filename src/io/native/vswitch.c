@@ -206,6 +206,65 @@ static napi_value packet_open(napi_env env, napi_callback_info info) {
   return num(env, fd);
 }
 
+// An IPv4 or IPv6 literal and a port as a socket address; false if `host` is neither.
+static bool inet_address(const char* host, int port, struct sockaddr_storage* out, socklen_t* len) {
+  memset(out, 0, sizeof *out);
+  struct sockaddr_in* v4 = (struct sockaddr_in*)out;
+  struct sockaddr_in6* v6 = (struct sockaddr_in6*)out;
+  if (inet_pton(AF_INET, host, &v4->sin_addr) == 1) {
+    v4->sin_family = AF_INET;
+    v4->sin_port = htons((uint16_t)port);
+    *len = sizeof *v4;
+    return true;
+  }
+  if (inet_pton(AF_INET6, host, &v6->sin6_addr) == 1) {
+    v6->sin6_family = AF_INET6;
+    v6->sin6_port = htons((uint16_t)port);
+    *len = sizeof *v6;
+    return true;
+  }
+  return false;
+}
+
+// udpOpen(localHost, localPort, remoteHost, remotePort, bufBytes) -> fd: a UDP socket bound to
+// the local address and connected to the remote one (it hears only that peer), O_NONBLOCK — a
+// QEMU `-netdev dgram` NIC: one Ethernet frame per datagram, read with recvmmsg, written with
+// sendmmsg. bufBytes > 0: SO_RCVBUFFORCE/SO_SNDBUFFORCE.
+static napi_value udp_open(napi_env env, napi_callback_info info) {
+  ARGS(5);
+  char lhost[64] = {0}, rhost[64] = {0};
+  arg_str(env, argv[0], lhost, sizeof lhost);
+  int32_t lport = arg_i32(env, argv[1]);
+  arg_str(env, argv[2], rhost, sizeof rhost);
+  int32_t rport = arg_i32(env, argv[3]);
+  int32_t buf = arg_i32(env, argv[4]);
+  struct sockaddr_storage la, ra;
+  socklen_t llen = 0, rlen = 0;
+  if (lport < 0 || lport > 65535 || rport <= 0 || rport > 65535 || !inet_address(lhost, lport, &la, &llen) || !inet_address(rhost, rport, &ra, &rlen)) {
+    napi_throw_range_error(env, NULL, "udpOpen: IP address literals and ports 1-65535 expected");
+    return NULL;
+  }
+  if (la.ss_family != ra.ss_family) {
+    napi_throw_range_error(env, NULL, "udpOpen: the local and remote addresses are of different families");
+    return NULL;
+  }
+  int fd = socket(la.ss_family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) return throw_errno(env, "udpOpen: socket", errno);
+  const char* step = NULL;
+  if (buf > 0 && setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &buf, sizeof buf) < 0) step = "SO_RCVBUFFORCE";
+  if (!step && buf > 0 && setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &buf, sizeof buf) < 0) step = "SO_SNDBUFFORCE";
+  if (!step && bind(fd, (struct sockaddr*)&la, llen) < 0) step = "bind";
+  if (!step && connect(fd, (struct sockaddr*)&ra, rlen) < 0) step = "connect";
+  if (step) {
+    int e = errno;
+    close(fd);
+    char what[64];
+    snprintf(what, sizeof what, "udpOpen: %s", step);
+    return throw_errno(env, what, e);
+  }
+  return num(env, fd);
+}
+
 // packetStats(fd, out Uint32Array(2)): out = [packets, drops] since the last call (the kernel
 // resets them). Called by the uplink's feature watch several times a second: nothing allocated.
 static napi_value packet_stats(napi_env env, napi_callback_info info) {
@@ -709,11 +768,27 @@ typedef struct {
   // terminated with polls still running): Node refuses to close a loop that
   // still has handles open, and aborts the process.
   napi_async_cleanup_hook_handle teardown;
+  int fd;
+  int uvev;
+  // A datagram socket (a QEMU dgram port's UDP socket): POLLERR there is not a dead fd.
+  int dgram;
 } poller_t;
 
 static void on_poll(uv_poll_t* h, int status, int events) {
   poller_t* p = (poller_t*)h->data;
   if (p->closing) return;
+  if (status == UV_EBADF && p->dgram) {
+    // libuv turns POLLERR into UV_EBADF and stops the handle. On a connected UDP
+    // socket POLLERR is an ICMP error for an earlier send (port unreachable: the
+    // VM is not running), and the fd is fine: take the error (reading SO_ERROR
+    // clears it), poll on, and trouble JavaScript with nothing.
+    int err = 0;
+    socklen_t len = sizeof err;
+    if (getsockopt(p->fd, SOL_SOCKET, SO_ERROR, &err, &len) == 0) {
+      uv_poll_start(&p->poll, p->uvev, on_poll);
+      return;
+    }
+  }
   napi_env env = p->env;
   napi_handle_scope scope;
   napi_open_handle_scope(env, &scope);
@@ -779,7 +854,12 @@ static napi_value poll_start(napi_env env, napi_callback_info info) {
     return throw_errno(env, "pollStart: uv_poll_init", -r);
   }
   p->poll.data = p;
+  p->fd = fd;
+  int type = 0;
+  socklen_t tlen = sizeof type;
+  p->dgram = getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &tlen) == 0 && type == SOCK_DGRAM;
   int uvev = ((events & 1) ? UV_READABLE : 0) | ((events & 2) ? UV_WRITABLE : 0);
+  p->uvev = uvev;
   r = uv_poll_start(&p->poll, uvev, on_poll);
   if (r < 0) {
     uv_close((uv_handle_t*)&p->poll, on_close);
@@ -810,6 +890,7 @@ static napi_value poll_update(napi_env env, napi_callback_info info) {
   if (napi_get_value_external(env, argv[0], (void**)&p) != napi_ok || !p || p->closing) return NULL;
   int events = arg_i32(env, argv[1]);
   int uvev = ((events & 1) ? UV_READABLE : 0) | ((events & 2) ? UV_WRITABLE : 0);
+  p->uvev = uvev;
   uv_poll_start(&p->poll, uvev, on_poll);
   return NULL;
 }
@@ -830,6 +911,7 @@ NAPI_MODULE_INIT() {
   EXPORT("packetStats", packet_stats);
   EXPORT("ethtoolFeatures", ethtool_features);
   EXPORT("ethtoolActive", ethtool_active);
+  EXPORT("udpOpen", udp_open);
   EXPORT("ifIndex", if_index_js);
   EXPORT("close", close_fd);
   EXPORT("clockNs", clock_ns);

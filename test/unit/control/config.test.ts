@@ -196,3 +196,18 @@ test('a file that cannot be read says which and why', () => {
   writeFileSync(f, 'ports:\n  - name: a\n    kind: host\n    mtu: 1\n');
   assert.throws(() => loadConfig(f), (e: unknown) => e instanceof ConfigError && e.message.startsWith(`${f}:4:10: ports[0].mtu: must be >= 68`));
 });
+
+test('a QEMU dgram port: addresses parsed; both kinds of socket, neither, a bad address, mixed families or a mode are errors at their line', () => {
+  const port = (qemu: string) => `ports:\n  - name: pxe\n    kind: legacy\n    qemu: ${qemu}\n`;
+  const ok = parseConfig(port('{ dgram: { local: "127.0.0.1:40001", remote: "127.0.0.1:40002" } }'), 'sw.yaml');
+  assert.deepEqual(ok.ports[0]!.qemu, { dgram: { local: { host: '127.0.0.1', port: 40001 }, remote: { host: '127.0.0.1', port: 40002 } } });
+  const v6 = parseConfig(port('{ dgram: { local: "[2001:db8::1]:7", remote: "[::1]:8" } }'), 'sw.yaml');
+  assert.deepEqual(v6.ports[0]!.qemu, { dgram: { local: { host: '2001:db8::1', port: 7 }, remote: { host: '::1', port: 8 } } });
+  one(port('{ socket: /tmp/a.sock, dgram: { local: "127.0.0.1:1", remote: "127.0.0.1:2" } }'), 4, /either socket .* or dgram .*, not both or neither/);
+  one(port('{ mode: listen }'), 4, /either socket .* or dgram/);
+  one(port('{ dgram: { local: "localhost:1", remote: "127.0.0.1:2" } }'), 4, /"localhost:1" is not IPv4:PORT or \[IPv6\]:PORT/, 'ports[0].qemu.dgram.local');
+  one(port('{ dgram: { local: "127.0.0.1:1", remote: "127.0.0.256:2" } }'), 4, /is not IPv4:PORT/);
+  one(port('{ dgram: { local: "127.0.0.1:0", remote: "127.0.0.1:2" } }'), 4, /is not IPv4:PORT/);
+  one(port('{ dgram: { local: "127.0.0.1:1", remote: "[::1]:2" } }'), 4, /both be IPv4 or both IPv6/);
+  one(port('{ mode: connect, dgram: { local: "127.0.0.1:1", remote: "127.0.0.1:2" } }'), 4, /mode is for a stream socket/);
+});
