@@ -13,38 +13,19 @@
 //   QEMU (e1000, 198.18.K.2) ─ unix socket ─ [vm: legacy | vswitch child | uplink: external] ─ veth ─ namespace (198.18.K.1, httpd)
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { createHash, randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
-import { hasCommand, isRoot, need, netnsList, runPrefix } from '../util/env.js';
+import { hasCommand, isRoot, need } from '../util/env.js';
 import { nativeAvailable } from '../../src/io/native/index.js';
 import { bootVm, buildInitramfs, vmUnavailable, type BootResult, type BuiltVm } from '../vm/tiny-vm.js';
+import { FarNetwork, LEGACY_VM_SCRIPT } from '../vm/legacy-net.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const childJs = resolve(here, '../vm/switch-child.js');
 
-const VM_SCRIPT = `
-ip link set lo up
-ip link set eth0 up
-ip addr add "$VSQ_IP" dev eth0
-i=0
-while [ "$(cat /sys/class/net/eth0/carrier 2>/dev/null)" != 1 ] && [ $i -lt 100 ]; do usleep 100000; i=$((i+1)); done
-ping -c 3 -W 5 "$VSQ_PEER" > /tmp/ping 2>&1
-rc=$?
-cat /tmp/ping
-echo "VSQ-PING rc=$rc $(grep -o '[0-9]* packets received' /tmp/ping)"
-if [ "$VSQ_MODE" = full ]; then
-  # (busybox-static 1.35 wget segfaults with -T in this VM: bound it with timeout instead)
-  timeout 90 wget -q -O /tmp/blob "http://$VSQ_PEER:$VSQ_PORT/blob"
-  echo "VSQ-WGET rc=$?"
-  echo "VSQ-SHA256 $(sha256sum /tmp/blob | cut -d' ' -f1) $(wc -c < /tmp/blob)"
-fi
-echo VSQ-DONE
-`;
 
 type Event = Record<string, unknown> & { event: string };
 
@@ -106,16 +87,6 @@ class SwitchChild {
   }
 }
 
-function sh(cmd: string, args: string[]): string {
-  const r = spawnSync(cmd, args, { encoding: 'utf8', timeout: 30_000 });
-  if (r.status !== 0) throw new Error(`${cmd} ${args.join(' ')}: ${r.error?.message ?? ''}${r.stderr}`);
-  return r.stdout;
-}
-
-function linkExists(name: string): boolean {
-  return spawnSync('ip', ['link', 'show', 'dev', name], { stdio: 'ignore' }).status === 0;
-}
-
 type PortStats = { rxPackets: number; forwarded: number; rxDropped: number; pending: number; txPackets: number;
   rxDrops: Record<string, number>; txDrops: Record<string, number>; txSoftware: number; txPassThrough: number; txSegments: number };
 
@@ -126,47 +97,14 @@ test('a QEMU VM with an emulated e1000 on a legacy port pings and downloads thro
   if (!need(t, why === null, `tiny VM: ${why}`)) return;
   if (!need(t, nativeAvailable(), 'needs the native addon (build/Release/vswitch_native.node)')) return;
 
-  const prefix = runPrefix('vsq');
-  const ns = `${prefix}-vm`;
-  const uplink = `${prefix}u`;
-  const far = `${prefix}n`;
-  const k = 100 + Math.floor(Math.random() * 100);
-  const nsIp = `198.18.${k}.1`;
-  const vmIp = `198.18.${k}.2`;
-  const mac = `52:54:00:${[0, 0, 0].map(() => Math.floor(Math.random() * 256).toString(16).padStart(2, '0')).join(':')}`;
-  const dir = mkdtempSync(join(tmpdir(), `${prefix}-`));
+  const far = new FarNetwork('vsq');
+  const { uplink, nsIp, vmIp, mac, dir } = far;
   const socket = join(dir, 'vm.sock');
-  const www = join(dir, 'www');
-  mkdirSync(www);
-  const blob = randomBytes(4 << 20);
-  writeFileSync(join(www, 'blob'), blob);
-  const blobHash = createHash('sha256').update(blob).digest('hex');
-
   let child: SwitchChild | null = null;
-  let httpd: ChildProcess | null = null;
-  // If the test process dies half-way (runner timeout, ^C), still leave nothing behind.
-  const emergency = () => {
-    child?.proc.kill('SIGKILL');
-    httpd?.kill('SIGKILL');
-    spawnSync('ip', ['netns', 'del', ns]);
-    spawnSync('ip', ['link', 'del', uplink]);
-    rmSync(dir, { recursive: true, force: true });
-  };
-  const onSignal = () => process.exit(130);
-  process.on('exit', emergency);
-  process.once('SIGINT', onSignal);
-  process.once('SIGTERM', onSignal);
+  let socketLeft = true;
+  far.onCleanup = () => child?.proc.kill('SIGKILL');
   try {
-    // The "other machine": a namespace behind a veth; its kernel keeps TSO on.
-    sh('ip', ['netns', 'add', ns]);
-    sh('ip', ['link', 'add', uplink, 'type', 'veth', 'peer', 'name', far]);
-    sh('ip', ['link', 'set', far, 'netns', ns]);
-    sh('ip', ['-n', ns, 'link', 'set', 'lo', 'up']);
-    sh('ip', ['-n', ns, 'addr', 'add', `${nsIp}/24`, 'dev', far]);
-    sh('ip', ['-n', ns, 'link', 'set', far, 'up']);
-    sh('sysctl', ['-q', '-w', `net.ipv6.conf.${uplink}.disable_ipv6=1`]);
-    sh('ip', ['link', 'set', uplink, 'up']);
-    httpd = spawn('ip', ['netns', 'exec', ns, '/bin/busybox', 'httpd', '-f', '-p', `${nsIp}:8080`, '-h', www], { stdio: 'ignore' });
+    far.up();
 
     child = SwitchChild.start({ socket, uplink });
     await child.wait('ready', (e) => e.event === 'ready' || e.event === 'error', 20_000, true).then((e) => {
@@ -174,7 +112,7 @@ test('a QEMU VM with an emulated e1000 on a legacy port pings and downloads thro
     });
     assert.ok(existsSync(socket), 'the legacy port listens on its unix socket');
 
-    const vm: BuiltVm = buildInitramfs({ script: VM_SCRIPT });
+    const vm: BuiltVm = buildInitramfs({ script: LEGACY_VM_SCRIPT });
     const net = [
       '-netdev', `stream,id=n0,server=off,addr.type=unix,addr.path=${socket}`,
       '-device', `e1000,netdev=n0,mac=${mac},romfile=`,
@@ -186,13 +124,8 @@ test('a QEMU VM with an emulated e1000 on a legacy port pings and downloads thro
     t.diagnostic(`boot 1: VSQ-BOOTED after ${r1.bootMs} ms, script done after ${r1.elapsedMs} ms (kernel ${vm.kernel.release}, ${vm.pvh ? 'PVH vmlinux' : 'bzImage'})`);
     assert.ok(r1.markerSeen, `VM 1 did not finish (timed out: ${r1.timedOut})\n${serialOf(r1)}`);
     assert.doesNotMatch(r1.serial, /VSQ-INSMOD-FAILED/, serialOf(r1));
-    const ping1 = /VSQ-PING rc=(\d+) (\d+) packets received/.exec(r1.serial);
-    assert.ok(ping1 !== null && ping1[1] === '0' && ping1[2] === '3', `ping from the VM: 3 of 3 replies expected\n${serialOf(r1)}`);
-    assert.match(r1.serial, /VSQ-WGET rc=0/, serialOf(r1));
-    const sha = /VSQ-SHA256 ([0-9a-f]{64}) (\d+)/.exec(r1.serial);
-    assert.ok(sha !== null, serialOf(r1));
-    assert.equal(Number(sha[2]), blob.length, 'downloaded size');
-    assert.equal(sha[1], blobHash, 'the VM computed the file\'s SHA-256');
+    far.assertPinged(r1, serialOf(r1));
+    far.assertDownloaded(r1, serialOf(r1));
     await child.wait('disconnect after poweroff', (e) => e.event === 'link' && e.state === 'disconnected', 10_000, true);
 
     const s1 = await child.stats();
@@ -202,7 +135,7 @@ test('a QEMU VM with an emulated e1000 on a legacy port pings and downloads thro
     const up = ports['uplink']!;
     t.diagnostic(`after boot 1: vm ${JSON.stringify(vmPort)} qemu ${JSON.stringify(q)} uplink ${JSON.stringify(up)}`);
     assert.ok(q.framesIn >= 10, `frames from the VM reached the switch (${q.framesIn})`);
-    assert.ok(q.framesOut >= blob.length / 1460, `the download reached the VM as MTU frames (${q.framesOut})`);
+    assert.ok(q.framesOut >= far.blob.length / 1460, `the download reached the VM as MTU frames (${q.framesOut})`);
     assert.ok(q.maxFrameOut <= 1514, `a frame of ${q.maxFrameOut} B reached the legacy NIC (MTU 1500)`);
     assert.equal(q.resets, 0, 'QEMU spoke the framing');
     assert.equal(vmPort.rxDrops['malformed'] ?? 0, 0);
@@ -217,8 +150,7 @@ test('a QEMU VM with an emulated e1000 on a legacy port pings and downloads thro
     const r2 = await bootVm({ vm, net, params: { ip: `${vmIp}/24`, peer: nsIp, mode: 'ping' }, timeoutMs: 120_000 });
     t.diagnostic(`boot 2: VSQ-BOOTED after ${r2.bootMs} ms, done after ${r2.elapsedMs} ms`);
     assert.ok(r2.markerSeen, `VM 2 did not finish\n${serialOf(r2)}`);
-    const ping2 = /VSQ-PING rc=(\d+) (\d+) packets received/.exec(r2.serial);
-    assert.ok(ping2 !== null && ping2[1] === '0' && ping2[2] === '3', `ping after reconnect\n${serialOf(r2)}`);
+    far.assertPinged(r2, `after reconnect\n${serialOf(r2)}`);
     const s2 = await child.stats();
     assert.equal((s2['qemu'] as { connects: number }).connects, 2, 'two VMs, two connections on one port');
 
@@ -232,21 +164,14 @@ test('a QEMU VM with an emulated e1000 on a legacy port pings and downloads thro
     });
     t.diagnostic(`boot 3 (QEMU listens): done after ${r3.elapsedMs} ms`);
     assert.ok(r3.markerSeen, `VM 3 did not finish\n${serialOf(r3)}`);
-    const ping3 = /VSQ-PING rc=(\d+) (\d+) packets received/.exec(r3.serial);
-    assert.ok(ping3 !== null && ping3[1] === '0' && ping3[2] === '3', `ping with vswitch dialling QEMU\n${serialOf(r3)}`);
+    far.assertPinged(r3, `with vswitch dialling QEMU\n${serialOf(r3)}`);
     await child.wait('connect-mode link', (e) => e.event === 'link' && e['mode'] === 'connect' && e.state === 'connected', 1000, true);
     assert.ok(!child.events.some((e) => e.event === 'error'), `switch child reported errors: ${JSON.stringify(child.events.filter((e) => e.event === 'error'))}`);
   } finally {
-    process.off('exit', emergency);
-    process.off('SIGINT', onSignal);
-    process.off('SIGTERM', onSignal);
     await child?.stop();
-    if (httpd !== null && httpd.exitCode === null) httpd.kill('SIGKILL');
-    spawnSync('ip', ['netns', 'del', ns]);
-    if (linkExists(uplink)) spawnSync('ip', ['link', 'del', uplink]);
-    rmSync(dir, { recursive: true, force: true });
+    socketLeft = existsSync(socket);
+    far.cleanup();
   }
-  assert.ok(!netnsList().includes(ns), 'namespace removed');
-  assert.ok(!linkExists(uplink), 'veth removed');
-  assert.ok(!existsSync(socket), 'socket file removed');
+  far.assertGone();
+  assert.ok(!socketLeft, 'the switch removed its socket file');
 });

@@ -73,6 +73,16 @@ static napi_value throw_errno(napi_env env, const char* what, int err) {
   return NULL;
 }
 
+// A socket set-up step failed: close the socket and throw "fn: step: <errno's text>", with the
+// errno of that step (nothing may run between the failed call and this one).
+static napi_value close_and_throw(napi_env env, int fd, const char* fn, const char* step) {
+  int e = errno;
+  close(fd);
+  char what[64];
+  snprintf(what, sizeof what, "%s: %s", fn, step);
+  return throw_errno(env, what, e);
+}
+
 static int32_t arg_i32(napi_env env, napi_value v) {
   int32_t x = 0;
   napi_get_value_int32(env, v, &x);
@@ -196,13 +206,7 @@ static napi_value packet_open(napi_env env, napi_callback_info info) {
     sll.sll_ifindex = ifindex;
     if (bind(fd, (struct sockaddr*)&sll, sizeof sll) < 0) step = "bind";
   }
-  if (step) {
-    int e = errno;
-    close(fd);
-    char what[64];
-    snprintf(what, sizeof what, "packetOpen: %s", step);
-    return throw_errno(env, what, e);
-  }
+  if (step) return close_and_throw(env, fd, "packetOpen", step);
   return num(env, fd);
 }
 
@@ -255,13 +259,7 @@ static napi_value udp_open(napi_env env, napi_callback_info info) {
   if (!step && buf > 0 && setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &buf, sizeof buf) < 0) step = "SO_SNDBUFFORCE";
   if (!step && bind(fd, (struct sockaddr*)&la, llen) < 0) step = "bind";
   if (!step && connect(fd, (struct sockaddr*)&ra, rlen) < 0) step = "connect";
-  if (step) {
-    int e = errno;
-    close(fd);
-    char what[64];
-    snprintf(what, sizeof what, "udpOpen: %s", step);
-    return throw_errno(env, what, e);
-  }
+  if (step) return close_and_throw(env, fd, "udpOpen", step);
   return num(env, fd);
 }
 
@@ -282,11 +280,16 @@ static napi_value packet_stats(napi_env env, napi_callback_info info) {
 }
 
 // A socket for SIOCETHTOOL on `name` and the number of its features (ETHTOOL_GSSET_INFO);
-// -errno on failure (nothing left open), naming the failed step in *what.
-static int ethtool_begin(const char* name, struct ifreq* ifr, uint32_t* count, const char** what) {
+// on failure -1, nothing left open, and "fn: step: …" thrown.
+static int ethtool_begin(napi_env env, const char* fn, const char* name, struct ifreq* ifr, uint32_t* count) {
   int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
   if (fd < 0) fd = socket(AF_PACKET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) { *what = "socket"; return -errno; }
+  if (fd < 0) {
+    char what[64];
+    snprintf(what, sizeof what, "%s: socket", fn);
+    throw_errno(env, what, errno);
+    return -1;
+  }
   memset(ifr, 0, sizeof *ifr);
   memcpy(ifr->ifr_name, name, strnlen(name, IFNAMSIZ - 1));
   struct { struct ethtool_sset_info hdr; uint32_t buf[1]; } sset;
@@ -294,7 +297,10 @@ static int ethtool_begin(const char* name, struct ifreq* ifr, uint32_t* count, c
   sset.hdr.cmd = ETHTOOL_GSSET_INFO;
   sset.hdr.sset_mask = 1ULL << ETH_SS_FEATURES;
   ifr->ifr_data = (void*)&sset;
-  if (ioctl(fd, SIOCETHTOOL, ifr) < 0) { int e = errno; close(fd); *what = "ETHTOOL_GSSET_INFO"; return -e; }
+  if (ioctl(fd, SIOCETHTOOL, ifr) < 0) {
+    close_and_throw(env, fd, fn, "ETHTOOL_GSSET_INFO");
+    return -1;
+  }
   *count = sset.hdr.sset_mask ? sset.buf[0] : 0;
   return fd;
 }
@@ -313,13 +319,8 @@ static napi_value ethtool_active(napi_env env, napi_callback_info info) {
   if (!out) { napi_throw_type_error(env, NULL, "ethtoolActive: a Uint32Array expected"); return NULL; }
   struct ifreq ifr;
   uint32_t n = 0;
-  const char* what = "";
-  int fd = ethtool_begin(name, &ifr, &n, &what);
-  if (fd < 0) {
-    char msg[64];
-    snprintf(msg, sizeof msg, "ethtoolActive: %s", what);
-    return throw_errno(env, msg, -fd);
-  }
+  int fd = ethtool_begin(env, "ethtoolActive", name, &ifr, &n);
+  if (fd < 0) return NULL;
   uint32_t blocks = (n + 31) / 32;
   if (blocks > ETHTOOL_WATCH_BLOCKS || blocks * 4 > bytes) { close(fd); napi_throw_range_error(env, NULL, "ethtoolActive: more features than the array holds"); return NULL; }
   struct { struct ethtool_gfeatures hdr; struct ethtool_get_features_block b[ETHTOOL_WATCH_BLOCKS]; } feats;
@@ -342,13 +343,8 @@ static napi_value ethtool_features(napi_env env, napi_callback_info info) {
   arg_str(env, argv[0], name, sizeof name);
   struct ifreq ifr;
   uint32_t n = 0;
-  const char* what = "";
-  int fd = ethtool_begin(name, &ifr, &n, &what);
-  if (fd < 0) {
-    char msg[64];
-    snprintf(msg, sizeof msg, "ethtoolFeatures: %s", what);
-    return throw_errno(env, msg, -fd);
-  }
+  int fd = ethtool_begin(env, "ethtoolFeatures", name, &ifr, &n);
+  if (fd < 0) return NULL;
 
   struct ethtool_gstrings* strs = calloc(1, sizeof *strs + (size_t)n * ETH_GSTRING_LEN);
   uint32_t blocks = (n + 31) / 32;
