@@ -8,7 +8,8 @@
 // Flows: the software paths, where the switch itself does the work that a
 // thread can take — segmenting and checksumming 64 KiB super-frames into MTU
 // frames, then dozens of writes — one destination, then two destinations at
-// once (two threads can write them in parallel); and VM→VM with four streams.
+// once (two threads can write them in parallel); and VM→VM with four streams,
+// also with two TAP queues per VM and the vNICs on the workers (VMQ-like).
 // Writes docs/benchmarks.md between <!-- scaling:begin/end -->.
 
 import { cpus, loadavg, release } from 'node:os';
@@ -37,21 +38,33 @@ const prefix = `bc${Math.floor(Math.random() * 36 ** 4).toString(36).padStart(4,
 setPrefix(prefix);
 installCleanupHandlers();
 
-interface Setting { label: string; workers: number }
+interface Setting {
+  label: string;
+  workers: number;
+  /** VMQ-like: the VMs' TAPs get this many queues, and every kind of port goes to the workers. */
+  vmq?: number;
+  /** Only these flows (default all). */
+  flows?: FlowId[];
+}
+type FlowId = 'leg1' | 'leg-up' | 'vm4';
 const SETTINGS: Setting[] = [
   { label: '`workers: 0` (the main thread reads, switches and writes everything)', workers: 0 },
   { label: '`workers: 1` (the default: one thread writes the legacy NIC and the uplink)', workers: 1 },
   { label: '`workers: 2` (the legacy NIC and the uplink each on their own thread)', workers: 2 },
+  { label: '`workers: 1`, every kind of port on it, `queues: 2` on the VMs (VMQ-like)', workers: 1, vmq: 2, flows: ['vm4'] },
+  { label: '`workers: 2`, every kind of port on them, `queues: 2` on the VMs: each VM queue on its own thread', workers: 2, vmq: 2, flows: ['vm4'] },
 ];
 
-type FlowId = 'leg1' | 'leg-up' | 'vm4';
 const FLOWS: Record<FlowId, string> = {
   leg1: 'VM→legacy, TCP ×1 (software segmentation)',
   'leg-up': 'VM→legacy and VM→uplink without TSO at once, TCP ×1 each (two destinations, software)',
   vm4: 'VM→VM, TCP ×4 (pass-through)',
 };
 
-const subjects = SETTINGS.map((s, i) => new VswitchA(prefix, 4 + i, { settings: { workers: s.workers } }, `${prefix}${i}`));
+const subjects = SETTINGS.map((s, i) => new VswitchA(prefix, 4 + i, {
+  settings: { workers: s.workers, ...(s.vmq !== undefined ? { workerPorts: ['synthetic', 'host', 'legacy', 'external'] } : {}) },
+  ...(s.vmq !== undefined ? { queues: s.vmq } : {}),
+}, `${prefix}${i}`));
 const samples = new Map<string, number[]>();
 const cpu = new Map<string, number[]>();
 const key = (i: number, f: FlowId) => `${i}/${f}`;
@@ -86,6 +99,7 @@ try {
     console.log(`repetition ${rep}/${REPS} (load ${loadavg().map((l) => l.toFixed(2)).join(' / ')})`);
     for (const f of Object.keys(FLOWS) as FlowId[]) {
       for (const [i, v] of subjects.entries()) {
+        if (SETTINGS[i]!.flows !== undefined && !SETTINGS[i]!.flows!.includes(f)) continue;
         const pid = v.daemon!.pid!;
         const c0 = cpuSeconds(pid);
         const w0 = Date.now();
@@ -94,7 +108,7 @@ try {
           const c1 = cpuSeconds(pid);
           (samples.get(key(i, f)) ?? samples.set(key(i, f), []).get(key(i, f))!).push(bps);
           if (c0 !== null && c1 !== null) (cpu.get(key(i, f)) ?? cpu.set(key(i, f), []).get(key(i, f))!).push(((c1.user + c1.sys - c0.user - c0.sys) / ((Date.now() - w0) / 1000)) * 100);
-          console.log(`  workers ${SETTINGS[i]!.workers}  ${FLOWS[f].padEnd(90)} ${(bps / 1e9).toFixed(2)} Gbit/s`);
+          console.log(`  workers ${SETTINGS[i]!.workers}${SETTINGS[i]!.vmq !== undefined ? ` vmq ${SETTINGS[i]!.vmq}` : '      '}  ${FLOWS[f].padEnd(90)} ${(bps / 1e9).toFixed(2)} Gbit/s`);
         } catch (e) {
           failures.push(`workers ${SETTINGS[i]!.workers}, ${FLOWS[f]}: ${(e as Error).message}`);
           console.error(`  ! ${failures[failures.length - 1]}`);
@@ -113,6 +127,7 @@ try {
 
 const cell = (i: number, f: FlowId) => {
   const xs = samples.get(key(i, f)) ?? [];
+  if (SETTINGS[i]!.flows !== undefined && !SETTINGS[i]!.flows!.includes(f)) return '–';
   if (xs.length === 0) return 'n/a';
   const base = median(samples.get(key(0, f)) ?? []);
   const m = median(xs);
@@ -132,10 +147,11 @@ const section = `<!-- scaling:begin -->
 
 Command: \`./bench/run.sh scaling${argv.length > 0 ? ` ${argv.join(' ')}` : ''}\`. Machine: ${cpus().length}× ${cpuModel}, Linux ${release()}, Node ${process.version}; ${new Date().toISOString().replace(/\.\d+Z$/, 'Z')}, ${minutes.toFixed(1)} min.
 
-The same guests and flows through three vswitch daemons that differ only in \`switch.workers\`
-(the queues of the legacy NIC and the TSO-less uplink go to the workers; with two, one each), ${REPS}
-repetitions of ${SECONDS} s interleaved. Each cell: median Gbit/s (min–max), × the same flow with
-\`workers: 0\`, and the daemon's CPU (all threads, % of one core).
+The same guests and flows through vswitch daemons that differ only in \`switch.workers\` (the
+queues of the legacy NIC and the TSO-less uplink go to the workers; with two, one each) and, in the
+last two rows, in giving the VMs two TAP queues each and every kind of port to the workers (the
+VM→VM flow only), ${REPS} repetitions of ${SECONDS} s interleaved. Each cell: median Gbit/s (min–max),
+× the same flow with \`workers: 0\`, and the daemon's CPU (all threads, % of one core).
 
 ${table}
 ${failures.length > 0 ? `\nProblems in this run:\n${failures.map((f) => `- ${f}`).join('\n')}\n` : ''}
