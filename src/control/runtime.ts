@@ -234,7 +234,9 @@ export class Runtime {
   private setLink(name: string, key: string, value: number): void {
     const a = this.attached.get(name);
     if (a === undefined) throw new Error(`no port ${name}`);
-    const b = a.backend as TapBackend | AfPacketBackend;
+    const b = a.backend;
+    // A QEMU port has no device of ours: its MTU is the switch's limit (Port.mtu) and the VM's own setting.
+    if (!(b instanceof TapBackend || b instanceof AfPacketBackend)) return;
     const ns = a.spec.kind !== 'host' ? a.spec.guest?.namespace : undefined;
     sh('ip', [...(ns !== undefined ? ['-n', ns] : []), 'link', 'set', 'dev', b.ifname, key, String(value)]);
   }

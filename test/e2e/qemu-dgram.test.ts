@@ -102,6 +102,10 @@ test('a QEMU VM on -netdev dgram, a legacy port of the daemon: ping, a download 
     assert.equal(s1['rxPackets'], s1['forwarded'] + rxDropped + s1['pending'], 'received = forwarded + dropped + pending');
     assert.deepEqual(s1['rxDrops'], {}, 'nothing from the VM was dropped');
 
+    // The port's MTU is the switch's limit here (no device of ours to set): PATCH takes it.
+    const patched = await api.call<{ mtu: number }>('PATCH', '/v1/ports/vm', { mtu: 1400 });
+    assert.equal(patched.mtu, 1400);
+
     // Boot 2: a new QEMU on the same addresses; the port needs nothing done.
     const r2 = await bootVm({ vm, net, params: { ip: `${far.vmIp}/24`, peer: far.nsIp, mode: 'ping' }, timeoutMs: 120_000 });
     assert.ok(r2.markerSeen, `VM 2 did not finish\n${serialOf(r2)}`);
