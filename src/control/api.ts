@@ -78,6 +78,8 @@ export function portSummary(ctx: ApiContext, p: Port): Record<string, unknown> {
     uro: p.isVnic ? p.uro : null,
     macsLearned: ctx.rt.sw.macs.learnedOn(p.index),
     guestApi: ctx.guest.endpoint(p.name) ?? null,
+    // A QEMU VM's NIC: its socket ({socket, mode}) or its UDP addresses ({dgram: {local, remote}}).
+    ...(y?.qemu !== undefined ? { qemu: y.qemu } : {}),
   };
 }
 

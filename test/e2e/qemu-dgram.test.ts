@@ -103,8 +103,9 @@ test('a QEMU VM on -netdev dgram, a legacy port of the daemon: ping, a download 
     assert.deepEqual(s1['rxDrops'], {}, 'nothing from the VM was dropped');
 
     // The port's MTU is the switch's limit here (no device of ours to set): PATCH takes it.
-    const patched = await api.call<{ mtu: number }>('PATCH', '/v1/ports/vm', { mtu: 1400 });
+    const patched = await api.call<{ mtu: number; qemu: unknown }>('PATCH', '/v1/ports/vm', { mtu: 1400 });
     assert.equal(patched.mtu, 1400);
+    assert.deepEqual(patched.qemu, { dgram: { local: `127.0.0.1:${switchPort}`, remote: `127.0.0.1:${vmPort}` } }, 'the port shows its QEMU addresses');
 
     // Boot 2: a new QEMU on the same addresses; the port needs nothing done.
     const r2 = await bootVm({ vm, net, params: { ip: `${far.vmIp}/24`, peer: far.nsIp, mode: 'ping' }, timeoutMs: 120_000 });
