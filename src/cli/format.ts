@@ -14,10 +14,18 @@ function vlanText(v: unknown): string {
   return '-';
 }
 
+/** Where the port's frames go: its device, or a QEMU VM's socket or UDP addresses. */
+function deviceText(p: Record<string, unknown>): string {
+  const q = p['qemu'] as { socket?: string; dgram?: { local: string; remote: string } } | undefined;
+  if (q?.dgram !== undefined) return `qemu udp ${q.dgram.local} ⇄ ${q.dgram.remote}`;
+  if (q?.socket !== undefined) return `qemu ${q.socket}`;
+  return String(p['device']);
+}
+
 export function formatPorts(ports: Record<string, unknown>[]): string {
   return table(['PORT', 'KIND', 'DEVICE', 'STATE', 'MTU', 'VLAN', 'NAMESPACE', 'PASS-THROUGH', 'MACS'],
     ports.map((p) => [
-      String(p['name']), String(p['kind']), String(p['device']), p['up'] ? 'up' : 'down', Number(p['mtu']), vlanText(p['vlan']),
+      String(p['name']), String(p['kind']), deviceText(p), p['up'] ? 'up' : 'down', Number(p['mtu']), vlanText(p['vlan']),
       String(p['namespace'] ?? '-'), p['passThrough'] === null ? '-' : p['passThrough'] ? 'on' : 'off', Number(p['macsLearned']),
     ]));
 }
