@@ -2,10 +2,12 @@
 // each Ethernet frame as one UDP datagram to an address vswitch listens on,
 // and receives frames as datagrams sent to its own address. Plain frames, no
 // header, no offloads — a legacy port's contract. The socket is connected to
-// the VM's address, so it hears nobody else; with a VM not (yet) running,
-// frames to it are dropped and counted as write errors, and the port carries
-// on when the VM comes up. Reads and writes are batched (recvmmsg/sendmmsg),
-// on an I/O worker like any other legacy port's.
+// the VM's address, so it hears nobody else. With a VM not (yet) running,
+// frames to it are lost as UDP loses them (the kernel's ICMP error comes back
+// after the send, and the native poller takes it instead of calling the fd
+// dead; a send that meets it counts as a write error), and the port carries on
+// when the VM comes up. Reads and writes are batched (recvmmsg/sendmmsg), on an
+// I/O worker like any other legacy port's.
 //
 //   qemu-system-x86_64 … -netdev dgram,id=n0,local.type=inet,local.host=127.0.0.1,local.port=VM_PORT,\
 //                          remote.type=inet,remote.host=127.0.0.1,remote.port=SWITCH_PORT -device e1000,netdev=n0
