@@ -13,7 +13,7 @@ import { capabilitiesFromEthtool, type EthtoolHints } from '../offload/translate
 import type { Port } from '../switch/port.js';
 import type { Switch } from '../switch/switch.js';
 import { FdBackend } from './fd-backend.js';
-import { IoMode, native, PacketFlag } from './native/index.js';
+import { Errno, IoMode, native, PacketFlag } from './native/index.js';
 
 export interface AfPacketOptions {
   ifname: string;
@@ -123,7 +123,13 @@ export class AfPacketBackend extends FdBackend {
       this.kernelPackets += this.kstats[0]!;
       this.kernelDrops += this.kstats[1]!;
     } catch {
-      // the device may be going away; the read path notices that
+      // The device is gone (deleted, or its namespace): the socket would never
+      // receive again. A device merely set down keeps its index and comes back.
+      if (this.shim.ifIndex(this.ifname) === 0) {
+        if (this.watch !== null) clearInterval(this.watch);
+        this.watch = null;
+        this.fatal(Errno.ENODEV);
+      }
     }
   }
 

@@ -326,7 +326,7 @@ export abstract class FdBackend implements PortBackend {
     return r;
   }
 
-  private fatal(errno: number): void {
+  protected fatal(errno: number): void {
     if (this.poll !== null) this.shim.pollStop(this.poll);
     this.poll = null;
     this.onFatal?.(errno);

@@ -70,4 +70,4 @@ export function native(): NativeShim {
 }
 
 /** errno names for the negative returns of readBatch/writeBatch. */
-export const Errno = { EAGAIN: 11, EINTR: 4, ENOBUFS: 105, ENETDOWN: 100, EIO: 5, EBADFD: 77, ENXIO: 6 } as const;
+export const Errno = { EAGAIN: 11, EINTR: 4, ENOBUFS: 105, ENETDOWN: 100, EIO: 5, EBADFD: 77, ENXIO: 6, ENODEV: 19 } as const;

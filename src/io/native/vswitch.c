@@ -766,18 +766,22 @@ typedef struct {
   napi_async_cleanup_hook_handle teardown;
   int fd;
   int uvev;
-  // A datagram socket (a QEMU dgram port's UDP socket): POLLERR there is not a dead fd.
-  int dgram;
+  // A socket (an uplink's packet socket, a QEMU dgram port's UDP socket): POLLERR there is a
+  // pending socket error, not a dead fd.
+  int sock;
 } poller_t;
 
 static void on_poll(uv_poll_t* h, int status, int events) {
   poller_t* p = (poller_t*)h->data;
   if (p->closing) return;
-  if (status == UV_EBADF && p->dgram) {
-    // libuv turns POLLERR into UV_EBADF and stops the handle. On a connected UDP
-    // socket POLLERR is an ICMP error for an earlier send (port unreachable: the
-    // VM is not running), and the fd is fine: take the error (reading SO_ERROR
-    // clears it), poll on, and trouble JavaScript with nothing.
+  if (status == UV_EBADF && p->sock) {
+    // libuv turns POLLERR into UV_EBADF and stops the handle. On a socket POLLERR
+    // is a pending error and the fd is fine: an ICMP error for an earlier send on
+    // a connected UDP socket (port unreachable: the VM is not running), ENETDOWN on
+    // a packet socket whose device was set down (it receives again once the device
+    // is up). Take the error (reading SO_ERROR clears it), poll on, and trouble
+    // JavaScript with nothing; a device that is gone for good is the uplink's
+    // feature watch's to notice.
     int err = 0;
     socklen_t len = sizeof err;
     if (getsockopt(p->fd, SOL_SOCKET, SO_ERROR, &err, &len) == 0) {
@@ -853,7 +857,7 @@ static napi_value poll_start(napi_env env, napi_callback_info info) {
   p->fd = fd;
   int type = 0;
   socklen_t tlen = sizeof type;
-  p->dgram = getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &tlen) == 0 && type == SOCK_DGRAM;
+  p->sock = getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &tlen) == 0;
   int uvev = ((events & 1) ? UV_READABLE : 0) | ((events & 2) ? UV_WRITABLE : 0);
   p->uvev = uvev;
   r = uv_poll_start(&p->poll, uvev, on_poll);
