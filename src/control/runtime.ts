@@ -139,7 +139,12 @@ export class Runtime {
     this.log = opts.log ?? (() => {});
     this.workerReads = opts.workerReads ?? DEFAULT_WORKER_READS;
     this.workerPorts = new Set(opts.workerPorts ?? DEFAULT_WORKER_PORTS);
-    for (let i = 0; i < (opts.ioWorkers ?? 0); i++) this.ioWorkers.push(new IoWorker(this.pool));
+    for (let i = 0; i < (opts.ioWorkers ?? 0); i++) {
+      const w = new IoWorker(this.pool);
+      const threadId = w.thread.threadId;
+      w.onDeath = (why) => this.log('error', 'I/O worker thread died; the ports it served are set down', { threadId, error: why });
+      this.ioWorkers.push(w);
+    }
     this.tickTimer = setInterval(() => this.sw.tick(), opts.tickMs ?? 100);
     this.tickTimer.unref?.();
     this.sw.events.on('mac-move', (e) => this.log('info', 'MAC moved', { mac: macToString(e.mac), vlan: e.vlan, from: e.from, to: e.to }));

@@ -139,7 +139,7 @@ export abstract class FdBackend implements PortBackend {
 
   /** Hand this queue's writes, and its reads unless `reads` is false, to an I/O worker thread (before attach). */
   useIoWorker(worker: IoWorker, reads = true): void {
-    if (this.txc === null) this.txc = new TxChannel(worker, this.pool, this.fd, this.mode, this.hdr);
+    if (this.txc === null) this.txc = new TxChannel(worker, this.pool, this.fd, this.mode, this.hdr, (errno) => this.fatal(errno));
     this.ioWorker = worker;
     this.workerReads = reads;
   }

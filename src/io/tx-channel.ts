@@ -26,8 +26,10 @@ export class TxChannel {
   private congested = false;
   /** Packets queued for the worker and not yet handed back. */
   private inFlight = 0;
+  /** The worker died or the fd failed there: nothing is queued any more. */
+  private dead = false;
 
-  constructor(readonly worker: IoWorker, private readonly pool: BufferPool, fd: number, mode: number, hdrLen: number, capacity = 4096) {
+  constructor(readonly worker: IoWorker, private readonly pool: BufferPool, fd: number, mode: number, hdrLen: number, onFatal?: (errno: number) => void, capacity = 4096) {
     this.shim = native();
     const mem = pool.memory;
     const txOff = mem.alloc(SpscRing.bytes(capacity, TX_WIDTH), 64);
@@ -43,7 +45,13 @@ export class TxChannel {
       this.shim.eventfdDrain(this.spec.doneBell);
       this.reap();
     });
-    worker.add(this.spec);
+    worker.add(this.spec, (errno) => {
+      // The worker is gone or the fd failed there: nothing more goes to it, and
+      // its ring no longer holds the receivers back.
+      this.dead = true;
+      this.uncongest();
+      onFatal?.(errno);
+    });
   }
 
   attach(port: Port): void {
@@ -56,8 +64,8 @@ export class TxChannel {
    * fd itself without overtaking a frame the worker still holds.
    */
   idle(): boolean {
-    if (this.inFlight > 0) this.reap();
-    return this.inFlight === 0 && !this.closed;
+    if (this.inFlight > 0 && !this.dead) this.reap();
+    return this.inFlight === 0 && !this.closed && !this.dead;
   }
 
   /**
@@ -66,7 +74,7 @@ export class TxChannel {
    * each queued packet is held (retained) until the worker is done with it.
    */
   enqueue(q: OutputQueue, header: ((p: Packet, at: number, tci: number) => void) | null): number {
-    if (this.closed) return 0;
+    if (this.closed || this.dead) return 0;
     const n = Math.min(q.count, this.tx.space());
     const ints = this.tx.ints;
     const hdrLen = this.spec.hdrLen;
@@ -139,15 +147,18 @@ export class TxChannel {
     wakeIfStalled(this.tx, this.shim, this.spec.bell);
   }
 
+  private uncongest(): void {
+    if (!this.congested) return;
+    this.congested = false;
+    txPressure.congested--;
+    txPressure.resume();
+  }
+
   /** Stop: the worker lets go, then the remaining buffers come back and `then` runs (close the fd there). */
   close(then: () => void): void {
     if (this.closed) return;
     this.closed = true;
-    if (this.congested) {
-      this.congested = false;
-      txPressure.congested--;
-      txPressure.resume();
-    }
+    this.uncongest();
     this.worker.remove(this.spec, () => {
       this.reap();
       // Whatever the worker never took is ours again.

@@ -87,6 +87,8 @@ export function wakeIfStalled(ring: SpscRing, shim: NativeShim, bell: number): v
   }
 }
 
+const EIO = 5;
+
 /** One worker thread and the channels it serves. */
 export class IoWorker {
   readonly thread: Worker;
@@ -94,6 +96,9 @@ export class IoWorker {
   private readonly fatal = new Map<number, (errno: number) => void>();
   channels = 0;
   private gone = false;
+  /** Told when the thread dies unasked (an exception in it): its channels' ports are set down, the daemon goes on. */
+  onDeath: ((why: string) => void) | null = null;
+  private lastError: Error | null = null;
 
   constructor(readonly pool: BufferPool) {
     const buffer = pool.memory.buffer;
@@ -107,6 +112,21 @@ export class IoWorker {
       } else if (m.fatal !== undefined) {
         this.fatal.get(m.fatal)?.(m.errno ?? 0);
       }
+    });
+    // Without a listener, an exception in the thread would be rethrown here and end the daemon.
+    this.thread.on('error', (e: Error) => { this.lastError = e; });
+    this.thread.on('exit', (code: number) => {
+      if (this.gone) return;
+      this.gone = true;
+      this.onDeath?.(this.lastError !== null ? String(this.lastError.stack ?? this.lastError) : `exit code ${code}`);
+      // Every channel it served has lost its reader or writer: fail them (their ports go down)...
+      const failed = [...this.fatal.values()];
+      this.fatal.clear();
+      for (const f of failed) f(EIO);
+      // ...and whatever waited for it to let go of a channel need not wait.
+      const w = [...this.waiting.values()];
+      this.waiting.clear();
+      for (const f of w) f();
     });
   }
 
