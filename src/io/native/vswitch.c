@@ -782,9 +782,11 @@ static void on_poll(uv_poll_t* h, int status, int events) {
     // is up). Take the error (reading SO_ERROR clears it), poll on, and trouble
     // JavaScript with nothing; a device that is gone for good is the uplink's
     // feature watch's to notice.
+    // Only an error actually taken: a POLLERR with none pending (an error queue,
+    // say) would fire again at once, so it goes to JavaScript as before.
     int err = 0;
     socklen_t len = sizeof err;
-    if (getsockopt(p->fd, SOL_SOCKET, SO_ERROR, &err, &len) == 0) {
+    if (getsockopt(p->fd, SOL_SOCKET, SO_ERROR, &err, &len) == 0 && err != 0) {
       uv_poll_start(&p->poll, p->uvev, on_poll);
       return;
     }
