@@ -11,11 +11,10 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { createSocket } from 'node:dgram';
 import { writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { hasCommand, isRoot, need } from '../util/env.js';
+import { freeUdpPort, hasCommand, isRoot, need } from '../util/env.js';
 import { nativeAvailable } from '../../src/io/native/index.js';
 import { Client } from '../../src/cli/client.js';
 import { bootVm, buildInitramfs, vmUnavailable, type BootResult } from '../vm/tiny-vm.js';
@@ -23,14 +22,6 @@ import { FarNetwork, LEGACY_VM_SCRIPT } from '../vm/legacy-net.js';
 
 const mainJs = resolve(dirname(fileURLToPath(import.meta.url)), '../../src/cli/main.js');
 
-/** A UDP port on 127.0.0.1 nobody uses right now. */
-async function freeUdpPort(): Promise<number> {
-  const s = createSocket('udp4');
-  await new Promise<void>((r) => s.bind(0, '127.0.0.1', r));
-  const port = s.address().port;
-  await new Promise<void>((r) => s.close(() => r()));
-  return port;
-}
 
 test('a QEMU VM on -netdev dgram, a legacy port of the daemon: ping, a download segmented in software, and a second boot', { timeout: 300_000 }, async (t) => {
   if (!need(t, isRoot(), 'needs root (network namespaces, AF_PACKET)')) return;

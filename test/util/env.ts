@@ -30,3 +30,13 @@ export function runPrefix(tag: string): string {
 }
 
 export { linkNames, netnsList } from '../../src/cli/subprocess.js';
+
+/** A UDP port on `host` that nobody uses right now (bound to port 0 and let go). */
+export async function freeUdpPort(type: 'udp4' | 'udp6' = 'udp4', host = '127.0.0.1'): Promise<number> {
+  const { createSocket } = await import('node:dgram');
+  const s = createSocket(type);
+  await new Promise<void>((r) => s.bind(0, host, r));
+  const port = s.address().port;
+  await new Promise<void>((r) => s.close(() => r()));
+  return port;
+}

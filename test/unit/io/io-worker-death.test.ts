@@ -7,24 +7,16 @@
 // rings lie outside the shared memory makes the thread throw.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { createSocket } from 'node:dgram';
 import { fstatSync } from 'node:fs';
 import { BufferPool } from '../../../src/packet/pool.js';
 import { Switch } from '../../../src/switch/switch.js';
 import { IoWorker, txPressure } from '../../../src/io/workers.js';
 import { QemuDgramBackend } from '../../../src/io/qemu-dgram.js';
 import { nativeAvailable } from '../../../src/io/native/index.js';
-import { inCI } from '../../util/env.js';
+import { freeUdpPort, inCI } from '../../util/env.js';
 
 if (!nativeAvailable() && inCI) throw new Error('the native shim is not built');
 
-async function freePort(): Promise<number> {
-  const s = createSocket('udp4');
-  await new Promise<void>((r) => s.bind(0, '127.0.0.1', r));
-  const p = s.address().port;
-  await new Promise<void>((r) => s.close(() => r()));
-  return p;
-}
 
 test('a worker thread that throws: the process lives, its ports are failed, removal still closes them', { timeout: 20_000, skip: !nativeAvailable() && 'the native shim is not built' }, async () => {
   const pool = new BufferPool({ classes: [{ bufferSize: 2048, count: 512 }, { bufferSize: 66560, count: 72 }], scratchBytes: 4 << 20 });
@@ -32,7 +24,7 @@ test('a worker thread that throws: the process lives, its ports are failed, remo
   const worker = new IoWorker(pool);
   const deaths: string[] = [];
   worker.onDeath = (why) => deaths.push(why);
-  const be = QemuDgramBackend.open({ local: { host: '127.0.0.1', port: await freePort() }, remote: { host: '127.0.0.1', port: await freePort() }, pool });
+  const be = QemuDgramBackend.open({ local: { host: '127.0.0.1', port: await freeUdpPort() }, remote: { host: '127.0.0.1', port: await freeUdpPort() }, pool });
   be.useIoWorker(worker, true);
   const fatals: number[] = [];
   be.onFatal = (errno) => fatals.push(errno);

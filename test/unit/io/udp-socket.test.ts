@@ -7,18 +7,11 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createSocket } from 'node:dgram';
 import { IoMode, native, nativeAvailable, PollEvent } from '../../../src/io/native/index.js';
-import { inCI } from '../../util/env.js';
+import { freeUdpPort, inCI } from '../../util/env.js';
 
 if (!nativeAvailable() && inCI) throw new Error('the native shim is not built');
 const skip = !nativeAvailable() && 'the native shim is not built';
 
-async function freePort(type: 'udp4' | 'udp6', host: string): Promise<number> {
-  const s = createSocket(type);
-  await new Promise<void>((r) => s.bind(0, host, r));
-  const p = s.address().port;
-  await new Promise<void>((r) => s.close(() => r()));
-  return p;
-}
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -32,8 +25,8 @@ function frame(k: number): Uint8Array {
 for (const [type, host] of [['udp4', '127.0.0.1'], ['udp6', '::1']] as const) {
   test(`${type}: frames in batches both ways, in order and whole; strangers are not heard`, { skip }, async () => {
     const n = native();
-    const pa = await freePort(type, host);
-    const pb = await freePort(type, host);
+    const pa = await freeUdpPort(type, host);
+    const pb = await freeUdpPort(type, host);
     const a = n.udpOpen(host, pa, host, pb, 1 << 20);
     const b = n.udpOpen(host, pb, host, pa, 1 << 20);
     const mem = new Uint8Array(1 << 16);
@@ -72,8 +65,8 @@ for (const [type, host] of [['udp4', '127.0.0.1'], ['udp6', '::1']] as const) {
 
 test('a send to a closed port (the VM not running) is not a dead fd: the poll stays quiet and reading goes on', { skip }, async () => {
   const n = native();
-  const pa = await freePort('udp4', '127.0.0.1');
-  const pb = await freePort('udp4', '127.0.0.1');
+  const pa = await freeUdpPort('udp4', '127.0.0.1');
+  const pb = await freeUdpPort('udp4', '127.0.0.1');
   const a = n.udpOpen('127.0.0.1', pa, '127.0.0.1', pb, 0);
   const statuses: number[] = [];
   const poll = n.pollStart(a, PollEvent.READABLE, (status) => statuses.push(status));
