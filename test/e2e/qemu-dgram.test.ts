@@ -14,21 +14,16 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { freeUdpPort, hasCommand, isRoot, need } from '../util/env.js';
-import { nativeAvailable } from '../../src/io/native/index.js';
+import { freeUdpPort } from '../util/env.js';
 import { Client } from '../../src/cli/client.js';
-import { bootVm, buildInitramfs, vmUnavailable, type BootResult } from '../vm/tiny-vm.js';
-import { FarNetwork, LEGACY_VM_SCRIPT } from '../vm/legacy-net.js';
+import { bootVm, buildInitramfs, type BootResult } from '../vm/tiny-vm.js';
+import { canRunLegacyVm, FarNetwork, LEGACY_VM_SCRIPT } from '../vm/legacy-net.js';
 
 const mainJs = resolve(dirname(fileURLToPath(import.meta.url)), '../../src/cli/main.js');
 
 
 test('a QEMU VM on -netdev dgram, a legacy port of the daemon: ping, a download segmented in software, and a second boot', { timeout: 300_000 }, async (t) => {
-  if (!need(t, isRoot(), 'needs root (network namespaces, AF_PACKET)')) return;
-  if (!need(t, hasCommand('ip') && hasCommand('ethtool'), 'needs iproute2 and ethtool')) return;
-  const why = vmUnavailable();
-  if (!need(t, why === null, `tiny VM: ${why}`)) return;
-  if (!need(t, nativeAvailable(), 'needs the native addon (build/Release/vswitch_native.node)')) return;
+  if (!canRunLegacyVm(t)) return;
 
   const far = new FarNetwork('vsd');
   const switchPort = await freeUdpPort();

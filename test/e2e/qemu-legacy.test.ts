@@ -18,10 +18,8 @@ import { existsSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
-import { hasCommand, isRoot, need } from '../util/env.js';
-import { nativeAvailable } from '../../src/io/native/index.js';
-import { bootVm, buildInitramfs, vmUnavailable, type BootResult, type BuiltVm } from '../vm/tiny-vm.js';
-import { FarNetwork, LEGACY_VM_SCRIPT } from '../vm/legacy-net.js';
+import { bootVm, buildInitramfs, type BootResult, type BuiltVm } from '../vm/tiny-vm.js';
+import { canRunLegacyVm, FarNetwork, LEGACY_VM_SCRIPT } from '../vm/legacy-net.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const childJs = resolve(here, '../vm/switch-child.js');
@@ -91,11 +89,7 @@ type PortStats = { rxPackets: number; forwarded: number; rxDropped: number; pend
   rxDrops: Record<string, number>; txDrops: Record<string, number>; txSoftware: number; txPassThrough: number; txSegments: number };
 
 test('a QEMU VM with an emulated e1000 on a legacy port pings and downloads through vswitch, comes back after a reboot, and works with QEMU as the server', { timeout: 300_000 }, async (t) => {
-  if (!need(t, isRoot(), 'needs root (network namespaces, AF_PACKET)')) return;
-  if (!need(t, hasCommand('ip') && hasCommand('ethtool'), 'needs iproute2 and ethtool')) return;
-  const why = vmUnavailable();
-  if (!need(t, why === null, `tiny VM: ${why}`)) return;
-  if (!need(t, nativeAvailable(), 'needs the native addon (build/Release/vswitch_native.node)')) return;
+  if (!canRunLegacyVm(t)) return;
 
   const far = new FarNetwork('vsq');
   const { uplink, nsIp, vmIp, mac, dir } = far;

@@ -9,8 +9,19 @@ import { createHash, randomBytes } from 'node:crypto';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { netnsList, runPrefix } from '../util/env.js';
-import type { BootResult } from './tiny-vm.js';
+import type { TestContext } from 'node:test';
+import { hasCommand, isRoot, need, netnsList, runPrefix } from '../util/env.js';
+import { nativeAvailable } from '../../src/io/native/index.js';
+import { vmUnavailable, type BootResult } from './tiny-vm.js';
+
+/** What a legacy-NIC VM test needs (root, iproute2, ethtool, the tiny VM, the shim); false: it has said why (need()). */
+export function canRunLegacyVm(t: TestContext): boolean {
+  if (!need(t, isRoot(), 'needs root (network namespaces, AF_PACKET)')) return false;
+  if (!need(t, hasCommand('ip') && hasCommand('ethtool'), 'needs iproute2 and ethtool')) return false;
+  const why = vmUnavailable();
+  if (!need(t, why === null, `tiny VM: ${why}`)) return false;
+  return need(t, nativeAvailable(), 'needs the native addon (build/Release/vswitch_native.node)');
+}
 
 export const LEGACY_VM_SCRIPT = `
 ip link set lo up
