@@ -7,6 +7,7 @@ import { get16, set16 } from '../wire/bytes.js';
 import { FrameLayout, L3 } from '../wire/frame.js';
 import { IpProtocol } from '../wire/ipv4.js';
 import { RxCsum } from '../packet/meta.js';
+import { UDP_CSUM_OFFSET } from '../packet/vnet.js';
 import type { Packet } from '../packet/packet.js';
 
 export type ChecksumError =
@@ -15,15 +16,20 @@ export type ChecksumError =
 /**
  * Finish a partial checksum in place: one's-complement sum from
  * `start` to `end` (the checksum field, pre-loaded with the pseudo-header
- * sum, included), complemented into the field at `start + offset`. A result
- * of zero is written as 0xffff, as skb_checksum_help() does (CSUM_MANGLED_0:
- * for UDP zero would mean "no checksum"; for TCP both are the same value).
- * All offsets absolute.
+ * sum, included), complemented into the field at `start + offset`. All
+ * offsets absolute.
+ *
+ * A result of zero stays zero — the value RFC 1071 computes, and the one
+ * tools expect (RFC 1624 §3: a computed checksum is never 0xffff unless all
+ * the data is zero; Wireshark calls 0xffff bad) — except in a UDP checksum
+ * field (offset 6), where zero means "no checksum" and 0xffff is sent
+ * instead (RFC 768). Linux's skb_checksum_help() writes 0xffff for every
+ * protocol (CSUM_MANGLED_0); receivers accept both.
  */
 export function completeChecksumAt(buf: Uint8Array, start: number, offset: number, end: number): ChecksumError | null {
   if (start < 0 || offset < 0 || start + offset + 2 > end || end > buf.length) return 'csum-out-of-range';
   const c = finish(sum(buf, start, end - start));
-  set16(buf, start + offset, c === 0 ? 0xffff : c);
+  set16(buf, start + offset, c === 0 && offset === UDP_CSUM_OFFSET ? 0xffff : c);
   return null;
 }
 

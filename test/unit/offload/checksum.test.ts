@@ -40,11 +40,18 @@ test('partial checksums are completed to exactly the full checksum (TCP/UDP/ICMP
   assert.equal(pool.inUse, 0);
 });
 
-test('a completed checksum of zero is written as 0xffff (skb_checksum_help CSUM_MANGLED_0)', () => {
-  // Region whose one's-complement sum is 0xffff: the checksum would be 0.
-  const b = new Uint8Array([0xff, 0xfe, 0x00, 0x01, 0, 0]);
-  assert.equal(completeChecksumAt(b, 0, 4, b.length), null);
-  assert.deepEqual([...b.subarray(4)], [0xff, 0xff]);
+test('a completed checksum of zero is 0x0000 (RFC 1071), except in a UDP checksum field, where zero means none and 0xffff goes instead', () => {
+  // Headers whose one's-complement sum is 0xffff with the field zero: the checksum is 0.
+  const udp = new Uint8Array([0xff, 0xfe, 0x00, 0x01, 0, 0, 0, 0]);
+  assert.equal(completeChecksumAt(udp, 0, 6, udp.length), null);
+  assert.deepEqual([...udp.subarray(6)], [0xff, 0xff], 'UDP (field at 6): 0xffff');
+  const tcp = new Uint8Array(20);
+  tcp.set([0xff, 0xfe, 0x00, 0x01]);
+  assert.equal(completeChecksumAt(tcp, 0, 16, tcp.length), null);
+  assert.deepEqual([...tcp.subarray(16, 18)], [0, 0], 'TCP (field at 16): 0x0000, which Wireshark calls Good');
+  const icmp = new Uint8Array([0xff, 0xfe, 0, 0, 0x00, 0x01]);
+  assert.equal(completeChecksumAt(icmp, 0, 2, icmp.length), null);
+  assert.deepEqual([...icmp.subarray(2, 4)], [0, 0], 'ICMP (field at 2): 0x0000');
 });
 
 test('checksum positions outside the frame are refused, nothing written', () => {
