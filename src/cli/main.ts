@@ -160,7 +160,8 @@ async function main(argv: string[]): Promise<number> {
       process.once('SIGINT', stop);
       process.once('SIGTERM', stop);
       process.once('SIGHUP', stop);
-      await d.stopped;
+      const died = await d.stopped;
+      if (died !== null) throw new ApiFailure(1, `vswitch stopped: the data plane died (${died})`);
       return 0;
     }
     case 'check': {

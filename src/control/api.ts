@@ -6,6 +6,7 @@
 // config), 404 (no such port), 409 (conflict), 500 (failed on the host).
 
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { Writable } from 'node:stream';
 import { chmodSync, existsSync, unlinkSync } from 'node:fs';
 import { timingSafeEqual } from 'node:crypto';
 import { buildFrame, type FrameSpec } from '../wire/builder.js';
@@ -43,9 +44,35 @@ export interface ApiContext {
   saveState: () => void;
   /** Per-port guest sockets (IPsec SA offload for the VMs' agents). */
   guest: GuestApi;
+  /** Where the data plane runs: its own thread or the main thread, and the thread's Node threadId. */
+  dataPlane: { mode: 'thread' | 'main'; threadId: number };
 }
 
-type Handler = (ctx: ApiContext, req: IncomingMessage, res: ServerResponse, params: string[], body: unknown) => unknown | Promise<unknown>;
+/**
+ * One API request as the data plane sees it, whichever thread it runs on:
+ * the HTTP front end (main thread) parses it and carries the reply back.
+ */
+export interface ApiCall {
+  readonly method: string;
+  readonly url: URL;
+  /** Status of a JSON reply (a handler sets 201 for a creation). */
+  status: number;
+  /** Answer with a stream instead (status 200, headers sent now): write it there, end it when done. */
+  stream(contentType: string): Writable;
+  /** Run `fn` once when the client hangs up or a streamed reply ended. */
+  onClose(fn: () => void): void;
+}
+
+/** A JSON reply, already serialized (it may have to cross to another thread). */
+export interface ApiReply {
+  status: number;
+  json: string;
+}
+
+/** What the HTTP front end hands a request to: answers it on `res`, the body already parsed. */
+export type ApiServe = (method: string, url: string, body: unknown, res: ServerResponse) => Promise<void>;
+
+type Handler = (ctx: ApiContext, call: ApiCall, params: string[], body: unknown) => unknown | Promise<unknown>;
 
 const routes: [string, RegExp, Handler][] = [];
 function route(method: string, pattern: string, h: Handler): void {
@@ -102,14 +129,15 @@ route('GET', '/v1/switch', (ctx) => ({
   ports: ctx.rt.sw.listPorts().length,
   pool: { inUse: ctx.rt.pool.inUse, capacity: ctx.rt.pool.capacity, classes: ctx.rt.pool.stats(), simdChecksum: ctx.rt.pool.memory.accelerated },
   macTable: { entries: ctx.rt.sw.macs.size, capacity: ctx.rt.sw.macs.capacity, agingMs: ctx.rt.sw.macs.agingMs },
+  dataPlane: ctx.dataPlane,
   workers: ctx.rt.workersView(),
   dropReasons: DROP_REASONS,
 }));
 
 route('GET', '/v1/ports', (ctx) => ({ ports: ctx.rt.sw.listPorts().map((p) => portSummary(ctx, p)) }));
-route('GET', '/v1/ports/([^/]+)', (ctx, _q, _s, [name]) => portSummary(ctx, portOf(ctx, name!)));
+route('GET', '/v1/ports/([^/]+)', (ctx, _c, [name]) => portSummary(ctx, portOf(ctx, name!)));
 
-route('POST', '/v1/ports', async (ctx, _q, res, _p, body) => {
+route('POST', '/v1/ports', async (ctx, call, _p, body) => {
   const y = body as PortYaml;
   const spec = checkPort(y);
   if (ctx.rt.sw.findPort(spec.name) !== undefined) throw new ApiError(409, `port ${spec.name} exists already`);
@@ -122,11 +150,11 @@ route('POST', '/v1/ports', async (ctx, _q, res, _p, body) => {
   ctx.saveState();
   await ctx.guest.open(portOf(ctx, spec.name));
   ctx.log.info('port added over the API', { port: spec.name });
-  res.statusCode = 201;
+  call.status = 201;
   return portSummary(ctx, portOf(ctx, spec.name));
 });
 
-route('DELETE', '/v1/ports/([^/]+)', (ctx, _q, _s, [name]) => {
+route('DELETE', '/v1/ports/([^/]+)', (ctx, _c, [name]) => {
   portOf(ctx, name!);
   ctx.guest.close(name!);
   ctx.rt.removePort(name!);
@@ -136,7 +164,7 @@ route('DELETE', '/v1/ports/([^/]+)', (ctx, _q, _s, [name]) => {
 });
 
 /** Live changes to a port; what needs a new device (kind, device, guest) needs delete + add. */
-route('PATCH', '/v1/ports/([^/]+)', (ctx, _q, _s, [name], body) => {
+route('PATCH', '/v1/ports/([^/]+)', (ctx, _c, [name], body) => {
   const port = portOf(ctx, name!);
   const change = (body ?? {}) as Partial<PortYaml> & { up?: boolean };
   for (const k of ['name', 'kind', 'device', 'guest', 'addresses', 'qemu', 'staticMacs'] as const) {
@@ -204,7 +232,7 @@ route('GET', '/v1/caps', (ctx) => ({
 }));
 
 route('GET', '/v1/stats', (ctx) => ({ ports: ctx.rt.sw.listPorts().map((p) => statsOf(ctx, p)), pool: { inUse: ctx.rt.pool.inUse } }));
-route('GET', '/v1/stats/([^/]+)', (ctx, _q, _s, [name]) => statsOf(ctx, portOf(ctx, name!)));
+route('GET', '/v1/stats/([^/]+)', (ctx, _c, [name]) => statsOf(ctx, portOf(ctx, name!)));
 
 route('GET', '/v1/sas', (ctx) => {
   const ipsec = ctx.rt.sw.ipsec;
@@ -231,7 +259,7 @@ export interface TraceRequest {
   meta?: { gso?: 'tcpv4' | 'tcpv6' | 'udp-l4'; gsoSize?: number; csum?: boolean; csumStart?: number; csumOffset?: number; rxCsumVerified?: boolean };
 }
 
-route('POST', '/v1/trace', (ctx, _q, _s, _p, body) => {
+route('POST', '/v1/trace', (ctx, _c, _p, body) => {
   const t = body as TraceRequest;
   if (typeof t?.in !== 'string') throw new ApiError(400, 'trace needs "in": the port the packet arrives on');
   portOf(ctx, t.in);
@@ -280,12 +308,11 @@ const captureStops = new WeakMap<Port, () => void>();
  * DELETE on the same path (a clean end: the client gets whole blocks and the
  * statistics), or the client hangs up.
  */
-route('GET', '/v1/ports/([^/]+)/capture', (ctx, req, res, [name]) => {
+route('GET', '/v1/ports/([^/]+)/capture', (ctx, call, [name]) => {
   const port = portOf(ctx, name!);
   if (port.capture !== null) throw new ApiError(409, `port ${name} is being captured already`);
-  const url = new URL(req.url ?? '/', 'http://x');
   const param = (key: string, integer: boolean): number => {
-    const v = url.searchParams.get(key);
+    const v = call.url.searchParams.get(key);
     if (v === null) return 0;
     const n = Number(v);
     if (v.trim() === '' || !Number.isFinite(n) || n < 0 || (integer && !Number.isInteger(n))) {
@@ -296,8 +323,7 @@ route('GET', '/v1/ports/([^/]+)/capture', (ctx, req, res, [name]) => {
   const count = param('count', true);
   const seconds = param('seconds', false);
   const snaplen = param('snaplen', true);
-  res.writeHead(200, { 'content-type': 'application/x-pcapng' });
-  const writer = new PcapngWriter(res, { flushIntervalMs: 200, ...(snaplen > 0 ? { snaplen } : {}) });
+  const writer = new PcapngWriter(call.stream('application/x-pcapng'), { flushIntervalMs: 200, ...(snaplen > 0 ? { snaplen } : {}) });
   const stop = capturePort(port, writer);
   let timer: ReturnType<typeof setTimeout> | null = null;
   let poll: ReturnType<typeof setInterval> | null = null;
@@ -311,8 +337,7 @@ route('GET', '/v1/ports/([^/]+)/capture', (ctx, req, res, [name]) => {
     if (poll !== null) clearInterval(poll);
     void writer.close();
   };
-  req.on('close', finish);
-  res.on('close', finish);
+  call.onClose(finish);
   if (seconds > 0) timer = setTimeout(finish, seconds * 1000);
   if (count > 0) poll = setInterval(() => { if (writer.stats.packets >= count) finish(); }, 50);
   captureStops.set(port, finish);
@@ -321,7 +346,7 @@ route('GET', '/v1/ports/([^/]+)/capture', (ctx, req, res, [name]) => {
 });
 
 /** End the running capture of a port cleanly; its stream closes with whole blocks and the statistics. */
-route('DELETE', '/v1/ports/([^/]+)/capture', (ctx, _q, _s, [name]) => {
+route('DELETE', '/v1/ports/([^/]+)/capture', (ctx, _c, [name]) => {
   const finish = captureStops.get(portOf(ctx, name!));
   if (finish === undefined) throw new ApiError(404, `port ${name} is not being captured`);
   finish();
@@ -352,34 +377,67 @@ async function readBody(req: IncomingMessage): Promise<unknown> {
   }
 }
 
-function send(res: ServerResponse, status: number, obj: unknown): void {
-  if (res.headersSent) return;
-  const body = `${JSON.stringify(obj, null, 1)}\n`;
-  res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) });
-  res.end(body);
+function reply(status: number, obj: unknown): ApiReply {
+  return { status, json: `${JSON.stringify(obj, null, 1)}\n` };
 }
 
-export function handler(ctx: ApiContext) {
+/** Answer one request against the data plane's state. Null: the handler answers with a stream (call.stream). */
+export async function dispatch(ctx: ApiContext, call: ApiCall, body: unknown): Promise<ApiReply | null> {
+  const path = call.url.pathname.replace(/\/+$/, '') || '/';
+  try {
+    let methodOk = false;
+    for (const [method, re, h] of routes) {
+      const m = re.exec(path);
+      if (m === null) continue;
+      if (method !== call.method) { methodOk = true; continue; }
+      const out = await h(ctx, call, m.slice(1).map(decodeURIComponent), body);
+      return out === STREAMING ? null : reply(call.status, out);
+    }
+    throw new ApiError(methodOk ? 405 : 404, methodOk ? `${call.method} not allowed on ${path}` : `no such endpoint ${path}`);
+  } catch (e) {
+    if (e instanceof ApiError) return reply(e.status, { error: e.message, ...(e.issues !== undefined ? { issues: e.issues } : {}) });
+    ctx.log.error('API request failed', { path, error: String((e as Error).stack ?? e) });
+    return reply(500, { error: (e as Error).message });
+  }
+}
+
+/** Write a JSON reply (unless a stream already answered). */
+export function sendReply(res: ServerResponse, r: ApiReply): void {
+  if (res.headersSent) return;
+  res.writeHead(r.status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(r.json) });
+  res.end(r.json);
+}
+
+/** Serve requests against a data plane in this thread (switch.dataPlane: main). */
+export function serveLocal(ctx: ApiContext): ApiServe {
+  return async (method, url, body, res) => {
+    const call: ApiCall = {
+      method,
+      url: new URL(url, 'http://x'),
+      status: 200,
+      stream: (contentType) => {
+        res.writeHead(200, { 'content-type': contentType });
+        return res;
+      },
+      onClose: (fn) => { res.once('close', fn); },
+    };
+    const r = await dispatch(ctx, call, body);
+    if (r !== null) sendReply(res, r);
+  };
+}
+
+/** The HTTP side of a request: parse the body, hand it on, answer errors of its own. */
+function front(serve: ApiServe, log: Logger) {
   return async (req: IncomingMessage, res: ServerResponse): Promise<void> => {
-    const url = new URL(req.url ?? '/', 'http://x');
-    const path = url.pathname.replace(/\/+$/, '') || '/';
+    const method = req.method ?? 'GET';
     try {
-      const body = req.method === 'GET' || req.method === 'DELETE' ? undefined : await readBody(req);
-      let methodOk = false;
-      for (const [method, re, h] of routes) {
-        const m = re.exec(path);
-        if (m === null) continue;
-        if (method !== req.method) { methodOk = true; continue; }
-        const out = await h(ctx, req, res, m.slice(1).map(decodeURIComponent), body);
-        if (out !== STREAMING) send(res, res.statusCode === 201 ? 201 : 200, out);
-        return;
-      }
-      throw new ApiError(methodOk ? 405 : 404, methodOk ? `${req.method} not allowed on ${path}` : `no such endpoint ${path}`);
+      const body = method === 'GET' || method === 'DELETE' ? undefined : await readBody(req);
+      await serve(method, req.url ?? '/', body, res);
     } catch (e) {
-      if (e instanceof ApiError) send(res, e.status, { error: e.message, ...(e.issues !== undefined ? { issues: e.issues } : {}) });
+      if (e instanceof ApiError) sendReply(res, reply(e.status, { error: e.message }));
       else {
-        ctx.log.error('API request failed', { path, error: String((e as Error).stack ?? e) });
-        send(res, 500, { error: (e as Error).message });
+        log.error('API request failed', { path: req.url, error: String((e as Error).stack ?? e) });
+        sendReply(res, reply(500, { error: (e as Error).message }));
       }
     }
   };
@@ -398,9 +456,9 @@ function bearerMatches(req: IncomingMessage, token: Buffer): boolean {
  * control) and optionally on loopback, where any local user can connect:
  * there every request must carry the bearer token from the token file.
  */
-export async function listen(ctx: ApiContext, socket: string, loopback: { address: string; token: string; tokenFile: string } | null): Promise<Server[]> {
+export async function listen(serve: ApiServe, log: Logger, socket: string, loopback: { address: string; token: string; tokenFile: string } | null): Promise<Server[]> {
   const servers: Server[] = [];
-  const h = handler(ctx);
+  const h = front(serve, log);
   if (existsSync(socket)) unlinkSync(socket);
   const s = createServer((q, r) => void h(q, r));
   await new Promise<void>((res, rej) => { s.once('error', rej); s.listen(socket, () => res()); });

@@ -81,6 +81,7 @@ export const CONFIG_SCHEMA = {
         workers: { type: 'integer', minimum: 0, maximum: 64 },
         workerReads: { type: 'boolean' },
         workerPorts: { type: 'array', items: { enum: ['synthetic', 'host', 'legacy', 'external'] }, uniqueItems: true },
+        dataPlane: { enum: ['thread', 'main'] },
       },
     },
     ports: {
@@ -247,6 +248,8 @@ export interface SwitchYaml {
   workerReads?: boolean;
   /** With workers: the kinds of port whose queues they take (default legacy and external). */
   workerPorts?: PortKind[];
+  /** Where the switch's pipeline runs: a thread of its own (default) or the main thread. */
+  dataPlane?: 'thread' | 'main';
 }
 
 export interface ConfigYaml {
@@ -267,6 +270,7 @@ export interface SwitchSettings {
   workers: number;
   workerReads: boolean;
   workerPorts: PortKind[];
+  dataPlane: 'thread' | 'main';
 }
 
 export interface LoadedConfig {
@@ -285,6 +289,12 @@ export const DEFAULT_STATE_DIR = '/run/vswitch';
 export const DEFAULT_WORKERS = 1;
 export const DEFAULT_WORKER_READS = false;
 export const DEFAULT_WORKER_PORTS: PortKind[] = ['legacy', 'external'];
+/**
+ * The pipeline runs on a thread of its own: the main thread keeps the control
+ * plane (API front end, configuration, signals, logs), and nothing there
+ * delays a packet (docs/architecture.md).
+ */
+export const DEFAULT_DATA_PLANE = 'thread';
 
 // --- errors -------------------------------------------------------------------------------
 
@@ -634,6 +644,7 @@ export function parseConfig(text: string, file = '<config>'): LoadedConfig {
       workers: s.workers ?? DEFAULT_WORKERS,
       workerReads: s.workerReads ?? DEFAULT_WORKER_READS,
       workerPorts: s.workerPorts ?? DEFAULT_WORKER_PORTS,
+      dataPlane: s.dataPlane ?? DEFAULT_DATA_PLANE,
     },
     ports,
   };
@@ -641,13 +652,16 @@ export function parseConfig(text: string, file = '<config>'): LoadedConfig {
 
 /** Read and check a config file. */
 export function loadConfig(path: string): LoadedConfig {
-  let text: string;
+  return parseConfig(readConfigText(path), path);
+}
+
+/** A configuration file's text; a ConfigError naming the file when it cannot be read. */
+export function readConfigText(path: string): string {
   try {
-    text = readFileSync(path, 'utf8');
+    return readFileSync(path, 'utf8');
   } catch (e) {
     throw new ConfigError([{ file: path, line: 0, col: 0, path: '', message: `cannot read: ${(e as Error).message}` }]);
   }
-  return parseConfig(text, path);
 }
 
 /** Check one port (API requests): the same rules as in a file. */

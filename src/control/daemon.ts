@@ -9,22 +9,11 @@ import { randomBytes } from 'node:crypto';
 import { dirname, join } from 'node:path';
 import { spawnSync } from 'node:child_process';
 import type { Server } from 'node:http';
-import { loadConfig, type ConfigYaml, type LoadedConfig, type PortYaml } from './config.js';
-import { Runtime } from './runtime.js';
+import { parseConfig, readConfigText, type LoadedConfig } from './config.js';
 import { createLogger, type Logger } from './log.js';
-import { listen, type ApiContext } from './api.js';
-import { GuestApi } from './guest-api.js';
-import { nodeAead } from '../io/aead-node.js';
-import { nativeAeadIfAvailable } from '../io/aead-native.js';
-import { parse as parseYaml } from 'yaml';
-
-interface StateFile {
-  pid: number;
-  name: string;
-  startedAt: string;
-  socket: string;
-  namespaces: string[];
-}
+import { listen } from './api.js';
+import type { StateFile } from './dataplane.js';
+import { startDataPlane, type DataPlaneHost } from './dataplane-host.js';
 
 function alive(pid: number): boolean {
   try {
@@ -84,77 +73,71 @@ export function loadOrMakeToken(file: string): string {
 }
 
 export interface DaemonHandle {
-  ctx: ApiContext;
+  /** Where the data plane runs: a thread of its own (its Node threadId) or the main thread (0). */
+  dataPlaneThread: number;
   stop(): Promise<void>;
-  stopped: Promise<void>;
+  /** Resolves once the daemon stopped: null after a clean stop, the reason when the data plane died. */
+  stopped: Promise<string | null>;
 }
 
-export async function startDaemon(configPath: string, logOverride?: Logger): Promise<DaemonHandle> {
-  const cfg: LoadedConfig = loadConfig(configPath);
+export interface DaemonOptions {
+  /** Log here instead of stderr as configured. */
+  log?: Logger;
+  /** The data-plane thread's script (tests put a failing one in). */
+  dataPlaneEntry?: URL;
+}
+
+export async function startDaemon(configPath: string, opts: DaemonOptions = {}): Promise<DaemonHandle> {
+  // Checked here, on the main thread, before anything starts: a bad file says file, line and what.
+  const configText = readConfigText(configPath);
+  const cfg: LoadedConfig = parseConfig(configText, configPath);
   const s = cfg.settings;
-  const log = logOverride ?? createLogger({ level: s.logLevel, format: s.logFormat, base: { switch: s.name } });
+  const log = opts.log ?? createLogger({ level: s.logLevel, format: s.logFormat, base: { switch: s.name } });
   mkdirSync(s.stateDir, { recursive: true });
   mkdirSync(dirname(s.socket), { recursive: true });
   const stateFile = join(s.stateDir, `${s.name}.state.json`);
   recoverPrevious(stateFile, log);
-
-  const yaml = parseYaml(readFileSync(configPath, 'utf8')) as ConfigYaml;
-  const rt = new Runtime({ macAgingMs: s.macAgingMs, ioWorkers: s.workers, workerReads: s.workerReads, workerPorts: s.workerPorts, log: (level, msg, fields) => log[level](msg, fields) });
-  // IPsec task offload: vswitch's ESP engine serves uplinks configured with `ipsec:`; its AES-GCM
-  // runs in the native shim with a context per SA (node:crypto, ~4× slower, if the shim is missing).
-  rt.sw.enableIpsec(nativeAeadIfAvailable() ?? nodeAead);
-  const guest = new GuestApi(rt.sw, join(s.stateDir, `${s.name}.guest`), log);
-  const saveState = () => {
-    const st: StateFile = { pid: process.pid, name: s.name, startedAt: new Date().toISOString(), socket: s.socket, namespaces: rt.createdNamespaces() };
-    writeFileSync(stateFile, JSON.stringify(st, null, 1));
-  };
-  saveState();
-  const portYaml = new Map<string, PortYaml>();
-  try {
-    cfg.ports.forEach((spec, i) => {
-      try {
-        rt.addPort(spec);
-      } catch (e) {
-        throw new Error(`port ${spec.name} (${configPath}, ports[${i}]): ${(e as Error).message}`);
-      }
-      portYaml.set(spec.name, yaml.ports[i]!);
-      saveState();
-    });
-  } catch (e) {
-    rt.stop();
-    rmSync(stateFile, { force: true });
-    throw e;
-  }
+  const loopback = s.listen !== null ? { address: s.listen, token: loadOrMakeToken(s.tokenFile), tokenFile: s.tokenFile } : null;
 
   let servers: Server[] = [];
-  let resolveStopped!: () => void;
-  const stopped = new Promise<void>((r) => { resolveStopped = r; });
+  let resolveStopped!: (why: string | null) => void;
+  const stopped = new Promise<string | null>((r) => { resolveStopped = r; });
   let stopping = false;
-  const stop = async () => {
-    if (stopping) return stopped;
+  let plane: DataPlaneHost | null = null;
+  const stop = async (why: string | null = null) => {
+    if (stopping) return;
     stopping = true;
     log.info('shutting down');
     for (const srv of servers) {
       srv.closeAllConnections?.();
       srv.close();
     }
-    guest.closeAll();
-    rt.stop();
+    if (plane !== null) await plane.stop();
+    if (why !== null) {
+      // The data plane could not clean up after itself: do what a restart would (namespaces from the state file).
+      recoverPrevious(stateFile, log);
+    }
     rmSync(stateFile, { force: true });
     rmSync(s.socket, { force: true });
-    log.info('stopped: every device and namespace removed');
-    resolveStopped();
-    return stopped;
+    log.info(why === null ? 'stopped: every device and namespace removed' : 'stopped after the data plane died', why === null ? {} : { error: why });
+    resolveStopped(why);
   };
-  const ctx: ApiContext = { rt, log, name: s.name, startedAt: Date.now(), portYaml, shutdown: () => void stop(), saveState, guest };
   try {
-    for (const p of rt.sw.listPorts()) await guest.open(p);
-    const loopback = s.listen !== null ? { address: s.listen, token: loadOrMakeToken(s.tokenFile), tokenFile: s.tokenFile } : null;
-    servers = await listen(ctx, s.socket, loopback);
+    plane = await startDataPlane({ configPath, configText, stateFile, startedAt: Date.now(), mode: s.dataPlane }, log, () => void stop(), opts.dataPlaneEntry);
+  } catch (e) {
+    rmSync(stateFile, { force: true });
+    throw e;
+  }
+  plane.onDeath = (why) => {
+    log.error('the data-plane thread died; stopping (ports and namespaces are removed)', { error: why });
+    void stop(why);
+  };
+  try {
+    servers = await listen(plane.serve, log, s.socket, loopback);
   } catch (e) {
     await stop();
     throw new Error(`management API: cannot listen on ${s.socket}${s.listen ? ` / ${s.listen}` : ''}: ${(e as Error).message}`);
   }
-  log.info('vswitch running', { ports: cfg.ports.length, socket: s.socket, ...(s.listen ? { listen: s.listen, tokenFile: s.tokenFile } : {}), pid: process.pid });
-  return { ctx, stop, stopped };
+  log.info('vswitch running', { ports: cfg.ports.length, socket: s.socket, dataPlane: s.dataPlane, ...(s.listen ? { listen: s.listen, tokenFile: s.tokenFile } : {}), pid: process.pid });
+  return { dataPlaneThread: plane.threadId, stop: () => stop(), stopped };
 }

@@ -42,6 +42,8 @@ export interface LabOptions {
   workerPorts?: string[];
   /** switch.api settings besides the socket (e.g. listen, tokenFile). */
   api?: Record<string, unknown>;
+  /** switch.dataPlane: the pipeline on a thread of its own (default) or on the main thread. */
+  dataPlane?: 'thread' | 'main';
 }
 
 const live = new Set<Lab>();
@@ -144,8 +146,11 @@ export class Lab {
       }
     }
     const configPath = join(this.dir, 'switch.yaml');
+    // The switch settings a test chose; the others keep their defaults.
+    const chosen = { workers: opts.workers, workerReads: opts.workerReads, workerPorts: opts.workerPorts, api: opts.api, dataPlane: opts.dataPlane };
+    const given = Object.fromEntries(Object.entries(chosen).filter(([, v]) => v !== undefined));
     writeFileSync(configPath, toYaml({
-      switch: { name: this.prefix, stateDir: this.dir, log: { level: 'info', format: 'json' }, ...(opts.workers !== undefined ? { workers: opts.workers } : {}), ...(opts.workerReads !== undefined ? { workerReads: opts.workerReads } : {}), ...(opts.workerPorts !== undefined ? { workerPorts: opts.workerPorts } : {}), ...(opts.api !== undefined ? { api: opts.api } : {}) },
+      switch: { name: this.prefix, stateDir: this.dir, log: { level: 'info', format: 'json' }, ...given },
       ports,
     }));
     this.api = new Client(join(this.dir, `${this.prefix}.sock`));

@@ -1,0 +1,70 @@
+// The daemon's two halves: the control plane on the main thread (config,
+// API front end, shutdown) and the data plane on a thread of its own, and
+// what happens when that thread dies. No ports, so no root needed.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { startDaemon } from '../../../src/control/daemon.js';
+import { createLogger } from '../../../src/control/log.js';
+import { Client, ApiFailure } from '../../../src/cli/client.js';
+
+function setup(extra = ''): { dir: string; config: string; socket: string; lines: string[]; log: ReturnType<typeof createLogger> } {
+  const dir = mkdtempSync(join(tmpdir(), 'vswitch-daemon-'));
+  const socket = join(dir, 'api.sock');
+  const config = join(dir, 'switch.yaml');
+  writeFileSync(config, `switch:\n  name: t\n  stateDir: ${dir}\n  api:\n    socket: ${socket}\n${extra}ports: []\n`);
+  const lines: string[] = [];
+  return { dir, config, socket, lines, log: createLogger({ level: 'info', write: (l) => lines.push(l) }) };
+}
+
+test('the data plane runs on its own thread and answers the API through the main thread; shutdown over the API stops both', async () => {
+  const s = setup();
+  try {
+    const d = await startDaemon(s.config, { log: s.log });
+    assert.ok(d.dataPlaneThread > 0, 'a worker thread');
+    const api = new Client(s.socket);
+    const sw = await api.call<{ dataPlane: { mode: string; threadId: number }; ports: number }>('GET', '/v1/switch');
+    assert.deepEqual(sw.dataPlane, { mode: 'thread', threadId: d.dataPlaneThread });
+    assert.equal(sw.ports, 0);
+    // Errors cross the thread with their status and message.
+    await assert.rejects(api.call('GET', '/v1/ports/nope'), (e: ApiFailure) => e.status === 404 && /no port nope/.test(e.message));
+    await assert.rejects(api.call('PATCH', '/v1/switch', {}), (e: ApiFailure) => e.status === 405);
+    await api.call('POST', '/v1/shutdown');
+    assert.equal(await d.stopped, null, 'a clean stop');
+    assert.ok(!existsSync(s.socket), 'socket removed');
+    assert.ok(!existsSync(join(s.dir, 't.state.json')), 'state file removed');
+  } finally {
+    rmSync(s.dir, { recursive: true, force: true });
+  }
+});
+
+test('with dataPlane: main the switch runs on the main thread', async () => {
+  const s = setup('  dataPlane: main\n');
+  try {
+    const d = await startDaemon(s.config, { log: s.log });
+    assert.equal(d.dataPlaneThread, 0);
+    const sw = await new Client(s.socket).call<{ dataPlane: unknown }>('GET', '/v1/switch');
+    assert.deepEqual(sw.dataPlane, { mode: 'main', threadId: 0 });
+    await d.stop();
+    assert.equal(await d.stopped, null);
+  } finally {
+    rmSync(s.dir, { recursive: true, force: true });
+  }
+});
+
+test('a data-plane thread that dies: the request in flight gets 503, the daemon logs why, cleans up and reports it (the CLI exits 1)', async () => {
+  const s = setup();
+  try {
+    const d = await startDaemon(s.config, { log: s.log, dataPlaneEntry: new URL('./fixtures/failing-plane.js', import.meta.url) });
+    const api = new Client(s.socket);
+    await assert.rejects(api.call('GET', '/v1/switch'), (e: ApiFailure) => e.status === 503 && /data plane is down/.test(e.message));
+    const why = await d.stopped;
+    assert.match(why ?? '', /a bug in the data plane/);
+    assert.ok(s.lines.some((l) => /the data-plane thread died/.test(l) && /a bug in the data plane/.test(l)), 'logged with the reason');
+    assert.ok(!existsSync(s.socket), 'socket removed');
+  } finally {
+    rmSync(s.dir, { recursive: true, force: true });
+  }
+});
