@@ -377,7 +377,7 @@ async function readBody(req: IncomingMessage): Promise<unknown> {
   }
 }
 
-function reply(status: number, obj: unknown): ApiReply {
+export function reply(status: number, obj: unknown): ApiReply {
   return { status, json: `${JSON.stringify(obj, null, 1)}\n` };
 }
 

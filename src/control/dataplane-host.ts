@@ -5,7 +5,7 @@
 import { Worker } from 'node:worker_threads';
 import type { ServerResponse } from 'node:http';
 import { DataPlane, type DataPlaneInit, type FromPlane, type ToPlane } from './dataplane.js';
-import { serveLocal, sendReply, type ApiServe } from './api.js';
+import { reply, serveLocal, sendReply, type ApiServe } from './api.js';
 import type { Logger } from './log.js';
 
 export interface DataPlaneHost {
@@ -58,7 +58,7 @@ function startThread(init: DataPlaneInit, log: Logger, shutdown: () => void, ent
     onDeath: null,
     serve: (method, url, body, res) => new Promise<void>((done) => {
       if (dead !== null || stopping !== null) {
-        sendReply(res, { status: 503, json: `${JSON.stringify({ error: dead !== null ? `the data plane is down: ${dead}` : 'the switch is stopping' })}\n` });
+        sendReply(res, reply(503, { error: dead !== null ? `the data plane is down: ${dead}` : 'the switch is stopping' }));
         done();
         return;
       }
@@ -68,6 +68,7 @@ function startThread(init: DataPlaneInit, log: Logger, shutdown: () => void, ent
         const p = pending.get(id);
         if (p === undefined) return;
         pending.delete(id);
+        // A stream the client left must stop; one not opened yet is stopped when it opens (below).
         if (p.streaming) send({ t: 'close', id });
         done();
       });
@@ -86,7 +87,7 @@ function startThread(init: DataPlaneInit, log: Logger, shutdown: () => void, ent
     for (const [id, p] of pending) {
       pending.delete(id);
       if (p.streaming) p.res.end();
-      else sendReply(p.res, { status: 503, json: `${JSON.stringify({ error: 'the data plane is down' })}\n` });
+      else sendReply(p.res, reply(503, { error: 'the data plane is down' }));
       p.done();
     }
   };
@@ -109,12 +110,15 @@ function startThread(init: DataPlaneInit, log: Logger, shutdown: () => void, ent
           const p = pending.get(m.id);
           if (p === undefined) break;
           pending.delete(m.id);
-          sendReply(p.res, { status: m.status, json: m.json });
+          // A handler that failed after it started a stream: end what the client got.
+          if (p.streaming) p.res.end();
+          else sendReply(p.res, { status: m.status, json: m.json });
           p.done();
           break;
         }
         case 'stream': {
           const p = pending.get(m.id);
+          // Its client left already: nobody to stream to.
           if (p === undefined) { send({ t: 'close', id: m.id }); break; }
           p.streaming = true;
           p.res.writeHead(200, { 'content-type': m.contentType });

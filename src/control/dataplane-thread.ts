@@ -39,6 +39,8 @@ const streams = new Map<number, Stream>();
 
 function closeStream(id: number): void {
   const st = streams.get(id);
+  // No stream: a JSON call (its reply goes nowhere), or one that ended. A handler opens its stream
+  // while handling the call message, so a hang-up, which comes later, always finds it.
   if (st === undefined || st.closed) return;
   st.closed = true;
   streams.delete(id);

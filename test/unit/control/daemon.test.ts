@@ -6,6 +6,7 @@ import assert from 'node:assert/strict';
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { createConnection } from 'node:net';
 import { startDaemon } from '../../../src/control/daemon.js';
 import { createLogger } from '../../../src/control/log.js';
 import { Client, ApiFailure } from '../../../src/cli/client.js';
@@ -64,6 +65,26 @@ test('a data-plane thread that dies: the request in flight gets 503, the daemon 
     assert.match(why ?? '', /a bug in the data plane/);
     assert.ok(s.lines.some((l) => /the data-plane thread died/.test(l) && /a bug in the data plane/.test(l)), 'logged with the reason');
     assert.ok(!existsSync(s.socket), 'socket removed');
+  } finally {
+    rmSync(s.dir, { recursive: true, force: true });
+  }
+});
+
+test('a client that hangs up before the data-plane thread opened its stream: the thread is told, so a capture cannot run on for nobody', async () => {
+  const s = setup();
+  try {
+    const d = await startDaemon(s.config, { log: s.log, dataPlaneEntry: new URL('./fixtures/slow-stream-plane.js', import.meta.url) });
+    await new Promise<void>((res, rej) => {
+      const c = createConnection(s.socket, () => {
+        c.end('GET /v1/ports/vm1/capture HTTP/1.1\r\nHost: vswitch\r\n\r\n');
+        setTimeout(() => { c.destroy(); res(); }, 50);
+      });
+      c.once('error', rej);
+    });
+    await new Promise((r) => setTimeout(r, 600));
+    assert.ok(s.lines.some((l) => /told: client gone/.test(l)), `the thread was told: ${s.lines.join('\n')}`);
+    await d.stop();
+    assert.equal(await d.stopped, null);
   } finally {
     rmSync(s.dir, { recursive: true, force: true });
   }
