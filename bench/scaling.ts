@@ -1,7 +1,9 @@
-// Does vswitch's throughput grow with I/O worker threads? The same guests and
-// flows through vswitch with `switch.workers` 0, 1 and 2 (the queues of the
-// legacy NIC and the uplink on the workers; with 2, each on its own thread),
-// repetitions interleaved (every setting once before any twice).
+// Does vswitch's throughput grow with threads? The same guests and flows
+// through vswitch with everything on one thread (`dataPlane: main`,
+// `workers: 0`), then the pipeline on its data-plane thread, with
+// `switch.workers` 0, 1 and 2 (the queues of the legacy NIC and the uplink
+// on the workers; with 2, each on its own thread), repetitions interleaved
+// (every setting once before any twice).
 //
 //   ./bench/run.sh scaling [--reps N] [--seconds N] [--no-write]
 //
@@ -41,6 +43,8 @@ installCleanupHandlers();
 interface Setting {
   label: string;
   workers: number;
+  /** switch.dataPlane (default: thread). */
+  dataPlane?: 'main';
   /** VMQ-like: the VMs' TAPs get this many queues, and every kind of port goes to the workers. */
   vmq?: number;
   /** Only these flows (default all). */
@@ -48,8 +52,10 @@ interface Setting {
 }
 type FlowId = 'leg1' | 'leg-up' | 'vm4';
 const SETTINGS: Setting[] = [
-  { label: '`workers: 0` (the main thread reads, switches and writes everything)', workers: 0 },
-  { label: '`workers: 1` (the default: one thread writes the legacy NIC and the uplink)', workers: 1 },
+  { label: '`dataPlane: main`, `workers: 0` (one thread, the main thread, reads, switches and writes everything)', workers: 0, dataPlane: 'main' },
+  { label: '`workers: 0` (the data-plane thread reads, switches and writes everything; the main thread keeps the control plane)', workers: 0 },
+  { label: '`dataPlane: main`, `workers: 1` (the pipeline on the main thread, one thread writes the legacy NIC and the uplink)', workers: 1, dataPlane: 'main' },
+  { label: '`workers: 1` (the default: the pipeline on the data-plane thread, one thread writes the legacy NIC and the uplink)', workers: 1 },
   { label: '`workers: 2` (the legacy NIC and the uplink each on their own thread)', workers: 2 },
   { label: '`workers: 1`, every kind of port on it, `queues: 2` on the VMs (VMQ-like)', workers: 1, vmq: 2, flows: ['vm4'] },
   { label: '`workers: 2`, every kind of port on them, `queues: 2` on the VMs: each VM queue on its own thread', workers: 2, vmq: 2, flows: ['vm4'] },
@@ -62,9 +68,14 @@ const FLOWS: Record<FlowId, string> = {
 };
 
 const subjects = SETTINGS.map((s, i) => new VswitchA(prefix, 4 + i, {
-  settings: { workers: s.workers, ...(s.vmq !== undefined ? { workerPorts: ['synthetic', 'host', 'legacy', 'external'] } : {}) },
+  settings: { workers: s.workers, ...(s.dataPlane !== undefined ? { dataPlane: s.dataPlane } : {}), ...(s.vmq !== undefined ? { workerPorts: ['synthetic', 'host', 'legacy', 'external'] } : {}) },
   ...(s.vmq !== undefined ? { queues: s.vmq } : {}),
 }, `${prefix}${i}`));
+/** A setting's short name for the console. */
+const name = (i: number) => {
+  const s = SETTINGS[i]!;
+  return `${s.dataPlane === 'main' ? 'main ' : '     '}workers ${s.workers}${s.vmq !== undefined ? ` vmq ${s.vmq}` : '      '}`;
+};
 const samples = new Map<string, number[]>();
 const cpu = new Map<string, number[]>();
 const key = (i: number, f: FlowId) => `${i}/${f}`;
@@ -108,9 +119,9 @@ try {
           const c1 = cpuSeconds(pid);
           (samples.get(key(i, f)) ?? samples.set(key(i, f), []).get(key(i, f))!).push(bps);
           if (c0 !== null && c1 !== null) (cpu.get(key(i, f)) ?? cpu.set(key(i, f), []).get(key(i, f))!).push(((c1.user + c1.sys - c0.user - c0.sys) / ((Date.now() - w0) / 1000)) * 100);
-          console.log(`  workers ${SETTINGS[i]!.workers}${SETTINGS[i]!.vmq !== undefined ? ` vmq ${SETTINGS[i]!.vmq}` : '      '}  ${FLOWS[f].padEnd(90)} ${(bps / 1e9).toFixed(2)} Gbit/s`);
+          console.log(`  ${name(i)}  ${FLOWS[f].padEnd(90)} ${(bps / 1e9).toFixed(2)} Gbit/s`);
         } catch (e) {
-          failures.push(`workers ${SETTINGS[i]!.workers}, ${FLOWS[f]}: ${(e as Error).message}`);
+          failures.push(`${name(i).trim()}, ${FLOWS[f]}: ${(e as Error).message}`);
           console.error(`  ! ${failures[failures.length - 1]}`);
         }
       }
@@ -143,15 +154,17 @@ const table = [
 const cpuModel = /model name\s*:\s*(.+)/.exec(readFileSync('/proc/cpuinfo', 'utf8'))?.[1]?.trim() ?? 'unknown CPU';
 const minutes = (Date.now() - t0) / 60_000;
 const section = `<!-- scaling:begin -->
-## Throughput and I/O worker threads
+## Throughput and threads
 
 Command: \`./bench/run.sh scaling${argv.length > 0 ? ` ${argv.join(' ')}` : ''}\`. Machine: ${cpus().length}× ${cpuModel}, Linux ${release()}, Node ${process.version}; ${new Date().toISOString().replace(/\.\d+Z$/, 'Z')}, ${minutes.toFixed(1)} min.
 
-The same guests and flows through vswitch daemons that differ only in \`switch.workers\` (the
-queues of the legacy NIC and the TSO-less uplink go to the workers; with two, one each) and, in the
-last two rows, in giving the VMs two TAP queues each and every kind of port to the workers (the
-VM→VM flow only), ${REPS} repetitions of ${SECONDS} s interleaved. Each cell: median Gbit/s (min–max),
-× the same flow with \`workers: 0\`, and the daemon's CPU (all threads, % of one core).
+The same guests and flows through vswitch daemons that differ only in where the pipeline runs
+(\`switch.dataPlane\`: the main thread, or the data-plane thread, the default), in
+\`switch.workers\` (the queues of the legacy NIC and the TSO-less uplink go to the workers; with
+two, one each) and, in the last two rows, in giving the VMs two TAP queues each and every kind of
+port to the workers (the VM→VM flow only), ${REPS} repetitions of ${SECONDS} s interleaved. Each
+cell: median Gbit/s (min–max), × the same flow with everything on one thread (first row), and the
+daemon's CPU (all threads, % of one core).
 
 ${table}
 ${failures.length > 0 ? `\nProblems in this run:\n${failures.map((f) => `- ${f}`).join('\n')}\n` : ''}
