@@ -9,10 +9,14 @@
 // "GCs during this test" and "heap after a full GC, before and after" without
 // anything in the switch knowing about it. It does nothing on its own.
 //
-// Main isolate only: a worker thread's GCs are not seen here (RSS covers them).
+// Every thread: Node runs an --import module in each worker thread too (the
+// data-plane thread, which runs the pipeline, and the I/O workers), and each
+// V8 isolate has its own heap and collections. The main thread takes the
+// signal, asks the others over a BroadcastChannel, and writes the sum.
 
 import { PerformanceObserver, constants, type PerformanceEntry } from 'node:perf_hooks';
 import { renameSync, writeFileSync } from 'node:fs';
+import { BroadcastChannel, isMainThread, threadId } from 'node:worker_threads';
 
 export interface ProbeSnapshot {
   seq: number;
@@ -31,6 +35,22 @@ export interface ProbeSnapshot {
   rss: number;
   arrayBuffers: number;
   forcedGc: boolean;
+  /** Threads (V8 isolates) that answered: the main thread, the data-plane thread, the I/O workers. */
+  threads: number;
+  /** gcCount per thread, by Node threadId. */
+  gcByThread: Record<number, number>;
+}
+
+/** One thread's part of a snapshot. */
+interface Part {
+  threadId: number;
+  gcCount: number;
+  minor: number;
+  major: number;
+  gcPauseMs: number;
+  gcMaxPauseMs: number;
+  heapUsed: number;
+  heapAfterGc: number;
 }
 
 const out = process.env['VSWITCH_BENCH_PROBE'];
@@ -55,22 +75,47 @@ if (out !== undefined && out !== '') {
   const obs = new PerformanceObserver((list) => take(list.getEntries()));
   obs.observe({ entryTypes: ['gc'] });
   const gc = (globalThis as { gc?: () => void }).gc;
-  process.on('SIGUSR2', () => {
+  /** This thread's counters, then a forced full collection and the heap that survived it. */
+  const part = (): Part => {
     take(obs.takeRecords());
-    const before = process.memoryUsage();
-    const snap: ProbeSnapshot = {
-      seq: ++seq, t: Date.now(), gcCount, minor, major, gcPauseMs, gcMaxPauseMs,
-      heapUsed: before.heapUsed, heapAfterGc: before.heapUsed, rss: before.rss, arrayBuffers: before.arrayBuffers,
-      forcedGc: gc !== undefined,
-    };
-    if (gc !== undefined) {
-      gc();
-      const after = process.memoryUsage();
-      snap.heapAfterGc = after.heapUsed;
-      snap.rss = after.rss;
-    }
+    const p: Part = { threadId, gcCount, minor, major, gcPauseMs, gcMaxPauseMs, heapUsed: process.memoryUsage().heapUsed, heapAfterGc: 0 };
+    gc?.();
+    p.heapAfterGc = process.memoryUsage().heapUsed;
     gcMaxPauseMs = 0;
-    writeFileSync(`${out}.tmp`, JSON.stringify(snap));
-    renameSync(`${out}.tmp`, out);
-  });
+    return p;
+  };
+  const channel = new BroadcastChannel('vswitch-bench-probe');
+  channel.unref();
+  if (!isMainThread) {
+    channel.onmessage = (e) => {
+      const m = (e as MessageEvent).data as { ask?: number };
+      if (m.ask !== undefined) channel.postMessage({ seq: m.ask, part: part() });
+    };
+  } else {
+    let parts: Part[] = [];
+    let asked = 0;
+    channel.onmessage = (e) => {
+      const m = (e as MessageEvent).data as { seq?: number; part?: Part };
+      if (m.seq === asked && m.part !== undefined) parts.push(m.part);
+    };
+    process.on('SIGUSR2', () => {
+      asked = ++seq;
+      parts = [part()];
+      channel.postMessage({ ask: asked });
+      // The other threads answer between two batches of their work: give them a moment.
+      setTimeout(() => {
+        const sum = (k: keyof Part) => parts.reduce((a, p) => a + p[k], 0);
+        const mem = process.memoryUsage();
+        const snap: ProbeSnapshot = {
+          seq: asked, t: Date.now(), gcCount: sum('gcCount'), minor: sum('minor'), major: sum('major'),
+          gcPauseMs: sum('gcPauseMs'), gcMaxPauseMs: Math.max(...parts.map((p) => p.gcMaxPauseMs)),
+          heapUsed: sum('heapUsed'), heapAfterGc: sum('heapAfterGc'), rss: mem.rss, arrayBuffers: mem.arrayBuffers,
+          forcedGc: gc !== undefined, threads: parts.length,
+          gcByThread: Object.fromEntries(parts.map((p) => [p.threadId, p.gcCount])),
+        };
+        writeFileSync(`${out}.tmp`, JSON.stringify(snap));
+        renameSync(`${out}.tmp`, out);
+      }, 300).unref();
+    });
+  }
 }

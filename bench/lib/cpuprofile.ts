@@ -129,7 +129,7 @@ export function summarizeFile(path: string, topN = 15, window?: [number, number]
 
 export function formatSummary(s: ProfileSummary): string {
   const lines = [
-    `sampled ${(s.wallMs / 1000).toFixed(1)} s, busy ${(s.busyMs / 1000).toFixed(1)} s (${((100 * s.busyMs) / Math.max(1, s.wallMs)).toFixed(0)} % of the main thread), GC ${s.gcPct.toFixed(1)} % of busy`,
+    `sampled ${(s.wallMs / 1000).toFixed(1)} s, busy ${(s.busyMs / 1000).toFixed(1)} s (${((100 * s.busyMs) / Math.max(1, s.wallMs)).toFixed(0)} % of the profiled thread), GC ${s.gcPct.toFixed(1)} % of busy`,
     '',
     '  self %  total %  function (file:line)',
     ...s.top.map((f) => `  ${f.selfPct.toFixed(1).padStart(6)}  ${f.totalPct.toFixed(1).padStart(7)}  ${f.name}${f.where ? ` (${f.where})` : ''}`),

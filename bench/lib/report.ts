@@ -344,8 +344,8 @@ export function markdown(rep: Report, svgName: string): string {
   L.push('### vswitch per test: CPU, garbage collection, offload path');
   L.push('');
   L.push('Switch CPU: user + system time of the daemon process (all threads) from `/proc/<pid>/stat` over the test, in % of one core, and the system (kernel) part of it: the reads and writes, and what the kernel does inside them — a write to a guest\'s TAP runs that guest\'s receive path (IP, TCP) in the writer\'s system call. ' +
-    'GCs: collections V8 did on its own during the test (per repetition; a probe loaded with `--import` counts them, forced ones excluded). ' +
-    'Heap Δ: heap used after a forced full GC, after the test minus before it. Path: what the destination port\'s offload counters say the flow\'s frames took.');
+    'GCs: collections V8 did on its own during the test, in every thread of the daemon (per repetition; a probe loaded with `--import` counts them, forced ones excluded). ' +
+    'Heap Δ: heap used after a forced full GC, all threads\' heaps together, after the test minus before it. Path: what the destination port\'s offload counters say the flow\'s frames took.');
   L.push('');
   L.push(mdTable(['row', 'scenario', 'CPU % / of it system', 'GCs during test', 'heap Δ after full GC', 'path', 'other'], detailRows(rep)));
   L.push('');
@@ -355,7 +355,7 @@ export function markdown(rep: Report, svgName: string): string {
     L.push('');
     L.push(`Flows at once through vswitch A: ${s.flows.join('; ')}. Achieved: ${s.throughput.join('; ')}. Switch CPU ${s.cpuPct === null ? 'n/a' : `${s.cpuPct.toFixed(0)} %`}.`);
     L.push('');
-    L.push(`GCs V8 did on its own: ${s.gcCount} (${s.minor} minor, ${s.major} major), ${s.gcPauseMs.toFixed(1)} ms of pauses in all, longest ${s.gcMaxPauseMs.toFixed(2)} ms.`);
+    L.push(`GCs V8 did on its own, all threads, from the first sample under load (t = 10 s) on: ${s.gcCount} (${s.minor} minor, ${s.major} major), ${s.gcPauseMs.toFixed(1)} ms of pauses in all, longest ${s.gcMaxPauseMs.toFixed(2)} ms. (Before it, the forced collection of the first sample sets off a few of V8's own in every thread, the idle main thread's as many as the data-plane thread's.)`);
     L.push('');
     L.push(mdTable(['t, s', 'heap after full GC', 'RSS'], s.heapSeries.map((h) => [h.t.toFixed(0), `${(h.heapAfterGc / (1 << 20)).toFixed(2)} MiB`, `${(h.rss / (1 << 20)).toFixed(1)} MiB`])));
     L.push('');
@@ -369,7 +369,7 @@ export function markdown(rep: Report, svgName: string): string {
   L.push('');
   L.push('The daemon started with `node --cpu-prof --cpu-prof-dir=DIR dist/src/cli/main.js run --config …` (vswitch A\'s ports), one scenario per profile, ' +
     'stopped through the API so the profile is written; summarized by `node dist/bench/lib/cpuprofile.js FILE`. ' +
-    'Self: samples with the function on top; total: with it anywhere on the stack. % of the main thread\'s busy (non-idle) time; native calls (the I/O shim) count as the JS function that called them.');
+    'Self: samples with the function on top; total: with it anywhere on the stack. % of the busy (non-idle) time of the data-plane thread, which runs the pipeline (Node writes a profile per thread; the I/O workers\' are left out); native calls (the I/O shim) count as the JS function that called them.');
   L.push('');
   for (const p of rep.profiles) {
     L.push(`#### ${p.scenario}`);
@@ -380,7 +380,7 @@ export function markdown(rep: Report, svgName: string): string {
       continue;
     }
     const s = p.summary;
-    L.push(`${p.throughput}. Main thread busy ${((100 * s.busyMs) / Math.max(1, s.wallMs)).toFixed(0)} % of ${(s.wallMs / 1000).toFixed(1)} s; GC ${s.gcPct.toFixed(1)} % of busy.`);
+    L.push(`${p.throughput}. Data-plane thread busy ${((100 * s.busyMs) / Math.max(1, s.wallMs)).toFixed(0)} % of ${(s.wallMs / 1000).toFixed(1)} s; GC ${s.gcPct.toFixed(1)} % of busy.`);
     L.push('');
     L.push(mdTable(['self %', 'total %', 'function', 'where'], s.top.slice(0, 12).map((f) => [f.selfPct.toFixed(1), f.totalPct.toFixed(1), `\`${f.name}\``, f.where])));
     L.push('');
@@ -395,7 +395,7 @@ export function markdown(rep: Report, svgName: string): string {
     ...rep.rows.flatMap((r) => r.notes.map((n) => `${r.label}: ${n}.`)),
     'Open vSwitch runs from the Debian package with a private database, run directory and sockets under a temp dir (ovsdb-server and ovs-vswitchd started by the harness, stopped afterwards); the kernel has no openvswitch module, so only the userspace datapath. userspace-tso-enable is read when ovs-vswitchd starts, so each setting has its own ovs-vswitchd.',
     `vswitch settings: ${rep.vswitchSettings}.`,
-    'vswitch runs as `node dist/src/cli/main.js run --config FILE` with `--expose-gc --import dist/bench/gc-probe.js` for the GC counts (the probe does nothing until asked for a snapshot between tests).',
+    'vswitch runs as `node dist/src/cli/main.js run --config FILE` with `--expose-gc --import dist/bench/gc-probe.js` for the GC counts (the probe runs in every thread — main, data-plane, I/O workers — and does nothing until asked for a snapshot between tests; the main thread then asks the others and adds their answers).',
   ];
   for (const n of notes) L.push(`- ${n}`);
   if (rep.ovsCommands.length > 0) {

@@ -354,7 +354,8 @@ export class VswitchDaemon {
     for (;;) {
       if (!this.running) throw new Error(`vswitch ${this.name} exited before it was ready:\n${this.logTail()}`);
       try {
-        await this.api.call('GET', '/v1/switch');
+        const sw = await this.api.call<{ dataPlane?: { threadId: number } }>('GET', '/v1/switch');
+        this.pipelineThread = sw.dataPlane?.threadId ?? 0;
         return;
       } catch { /* not yet */ }
       if (Date.now() > deadline) throw new Error(`vswitch ${this.name} did not answer within 20 s:\n${this.logTail()}`);
@@ -392,10 +393,17 @@ export class VswitchDaemon {
     return stopDaemon(child, () => this.api.call('POST', '/v1/shutdown'), timeoutMs);
   }
 
-  /** A .cpuprofile the daemon wrote on exit (with --cpu-prof --cpu-prof-dir=<dir>). */
+  /** Node's threadId of the thread that runs the pipeline (the data-plane thread; 0: the main thread). */
+  pipelineThread = 0;
+
+  /**
+   * The .cpuprofile of the pipeline's thread, of those the daemon wrote on
+   * exit (with --cpu-prof --cpu-prof-dir=<dir>, one per thread, named
+   * CPU.<date>.<time>.<pid>.<threadId>.<seq>.cpuprofile).
+   */
   profileIn(dir: string): string | null {
     if (!existsSync(dir)) return null;
-    const f = readdirSync(dir).filter((n) => n.endsWith('.cpuprofile'));
+    const f = readdirSync(dir).filter((n) => n.endsWith('.cpuprofile') && n.split('.')[4] === String(this.pipelineThread));
     return f.length === 0 ? null : join(dir, f[0]!);
   }
 
