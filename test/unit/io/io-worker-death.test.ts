@@ -46,4 +46,5 @@ test('a worker thread that throws: the process lives, its ports are failed, remo
   be.close();
   await new Promise((r) => setTimeout(r, 50));
   assert.throws(() => fstatSync(be.fd), /EBADF/, 'the socket was closed although its worker is gone');
+  assert.equal(pool.inUse, 0, 'the buffers the dead thread held (its fill ring) came back with the port');
 });
