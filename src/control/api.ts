@@ -72,6 +72,13 @@ export interface ApiReply {
 /** What the HTTP front end hands a request to: answers it on `res`, the body already parsed. */
 export type ApiServe = (method: string, url: string, body: unknown, res: ServerResponse) => Promise<void>;
 
+/** What the HTTP front end serves: requests (to the data plane), and GET /v1/health itself. */
+export interface ApiFront {
+  serve: ApiServe;
+  /** Whether the data plane answers; `dataPlane` is 'ok' when it does. */
+  health(): { dataPlane: string; answeredMsAgo: number };
+}
+
 type Handler = (ctx: ApiContext, call: ApiCall, params: string[], body: unknown) => unknown | Promise<unknown>;
 
 const routes: [string, RegExp, Handler][] = [];
@@ -426,13 +433,23 @@ export function serveLocal(ctx: ApiContext): ApiServe {
   };
 }
 
-/** The HTTP side of a request: parse the body, hand it on, answer errors of its own. */
-function front(serve: ApiServe, log: Logger) {
+/**
+ * The HTTP side of a request: parse the body, hand it on, answer errors of
+ * its own — and GET /v1/health, which this thread answers without the data
+ * plane, so it tells even when the data plane does not answer.
+ */
+function front(api: ApiFront, log: Logger) {
   return async (req: IncomingMessage, res: ServerResponse): Promise<void> => {
     const method = req.method ?? 'GET';
     try {
+      if (method === 'GET' && new URL(req.url ?? '/', 'http://x').pathname.replace(/\/+$/, '') === '/v1/health') {
+        const h = api.health();
+        const ok = h.dataPlane === 'ok';
+        sendReply(res, reply(ok ? 200 : 503, ok ? h : { error: `the data plane is ${h.dataPlane} (last answer ${(h.answeredMsAgo / 1000).toFixed(1)} s ago)`, ...h }));
+        return;
+      }
       const body = method === 'GET' || method === 'DELETE' ? undefined : await readBody(req);
-      await serve(method, req.url ?? '/', body, res);
+      await api.serve(method, req.url ?? '/', body, res);
     } catch (e) {
       if (e instanceof ApiError) sendReply(res, reply(e.status, { error: e.message }));
       else {
@@ -456,9 +473,9 @@ function bearerMatches(req: IncomingMessage, token: Buffer): boolean {
  * control) and optionally on loopback, where any local user can connect:
  * there every request must carry the bearer token from the token file.
  */
-export async function listen(serve: ApiServe, log: Logger, socket: string, loopback: { address: string; token: string; tokenFile: string } | null): Promise<Server[]> {
+export async function listen(api: ApiFront, log: Logger, socket: string, loopback: { address: string; token: string; tokenFile: string } | null): Promise<Server[]> {
   const servers: Server[] = [];
-  const h = front(serve, log);
+  const h = front(api, log);
   if (existsSync(socket)) unlinkSync(socket);
   const s = createServer((q, r) => void h(q, r));
   await new Promise<void>((res, rej) => { s.once('error', rej); s.listen(socket, () => res()); });

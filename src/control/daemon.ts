@@ -13,7 +13,7 @@ import { parseConfig, readConfigText, type LoadedConfig } from './config.js';
 import { createLogger, type Logger } from './log.js';
 import { listen } from './api.js';
 import type { StateFile } from './dataplane.js';
-import { startDataPlane, type DataPlaneHost } from './dataplane-host.js';
+import { startDataPlane, type DataPlaneHost, type Watchdog } from './dataplane-host.js';
 
 function alive(pid: number): boolean {
   try {
@@ -85,6 +85,8 @@ export interface DaemonOptions {
   log?: Logger;
   /** The data-plane thread's script (tests put a failing one in). */
   dataPlaneEntry?: URL;
+  /** How the main thread watches the data-plane thread (tests shorten it). */
+  watchdog?: Watchdog;
 }
 
 export async function startDaemon(configPath: string, opts: DaemonOptions = {}): Promise<DaemonHandle> {
@@ -123,7 +125,7 @@ export async function startDaemon(configPath: string, opts: DaemonOptions = {}):
     resolveStopped(why);
   };
   try {
-    plane = await startDataPlane({ configPath, configText, stateFile, startedAt: Date.now(), mode: s.dataPlane }, log, () => void stop(), opts.dataPlaneEntry);
+    plane = await startDataPlane({ configPath, configText, stateFile, startedAt: Date.now(), mode: s.dataPlane }, log, () => void stop(), opts.dataPlaneEntry, opts.watchdog);
   } catch (e) {
     rmSync(stateFile, { force: true });
     throw e;
@@ -133,7 +135,7 @@ export async function startDaemon(configPath: string, opts: DaemonOptions = {}):
     void stop(why);
   };
   try {
-    servers = await listen(plane.serve, log, s.socket, loopback);
+    servers = await listen(plane, log, s.socket, loopback);
   } catch (e) {
     await stop();
     throw new Error(`management API: cannot listen on ${s.socket}${s.listen ? ` / ${s.listen}` : ''}: ${(e as Error).message}`);

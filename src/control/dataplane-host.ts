@@ -8,9 +8,34 @@ import { DataPlane, type DataPlaneInit, type FromPlane, type ToPlane } from './d
 import { reply, serveLocal, sendReply, type ApiServe } from './api.js';
 import type { Logger } from './log.js';
 
+/**
+ * The main thread watches the data-plane thread: a question every
+ * `intervalMs`, answered from that thread's event loop. Unanswered for
+ * `stallMs`, the data plane is stalled (a packet batch or a request that does
+ * not end): logged, and GET /v1/health says so — the main thread answers that
+ * one itself. A request the data plane has not answered after `callTimeoutMs`
+ * gets 504.
+ */
+export interface Watchdog {
+  intervalMs: number;
+  stallMs: number;
+  callTimeoutMs: number;
+}
+export const WATCHDOG: Watchdog = { intervalMs: 1000, stallMs: 5000, callTimeoutMs: 30_000 };
+
+/** GET /v1/health, answered by the main thread. */
+export interface Health {
+  /** ok: the data plane answers; stalled: it has not for stallMs; down: its thread died; stopping. */
+  dataPlane: 'ok' | 'stalled' | 'down' | 'stopping';
+  /** How long ago the data-plane thread last answered the watchdog, ms (0 for dataPlane: main). */
+  answeredMsAgo: number;
+}
+
 export interface DataPlaneHost {
   /** Answer an API request. */
   serve: ApiServe;
+  /** Whether the data plane answers (see Watchdog). */
+  health(): Health;
   /** Stop the data plane (ports closed, devices and namespaces removed). */
   stop(): Promise<void>;
   /** Set by the daemon: the data plane died (its thread threw); the daemon cleans up and exits. */
@@ -21,14 +46,16 @@ export interface DataPlaneHost {
 
 const THREAD_ENTRY = new URL('./dataplane-thread.js', import.meta.url);
 
-export async function startDataPlane(init: DataPlaneInit, log: Logger, shutdown: () => void, entry = THREAD_ENTRY): Promise<DataPlaneHost> {
-  return init.mode === 'main' ? startHere(init, log, shutdown) : startThread(init, log, shutdown, entry);
+export async function startDataPlane(init: DataPlaneInit, log: Logger, shutdown: () => void, entry = THREAD_ENTRY, watchdog = WATCHDOG): Promise<DataPlaneHost> {
+  return init.mode === 'main' ? startHere(init, log, shutdown) : startThread(init, log, shutdown, entry, watchdog);
 }
 
 async function startHere(init: DataPlaneInit, log: Logger, shutdown: () => void): Promise<DataPlaneHost> {
   const plane = await DataPlane.start(init, log, shutdown);
   return {
     serve: serveLocal(plane.ctx),
+    // On the main thread: if this answers, so does the data plane.
+    health: () => ({ dataPlane: 'ok', answeredMsAgo: 0 }),
     stop: async () => plane.stop(),
     onDeath: null,
     threadId: 0,
@@ -43,7 +70,7 @@ interface Pending {
   streaming: boolean;
 }
 
-function startThread(init: DataPlaneInit, log: Logger, shutdown: () => void, entry: URL): Promise<DataPlaneHost> {
+function startThread(init: DataPlaneInit, log: Logger, shutdown: () => void, entry: URL, wd: Watchdog): Promise<DataPlaneHost> {
   const worker = new Worker(entry, { workerData: init });
   const send = (m: ToPlane) => worker.postMessage(m);
   const pending = new Map<number, Pending>();
@@ -52,6 +79,19 @@ function startThread(init: DataPlaneInit, log: Logger, shutdown: () => void, ent
   let stopping: Promise<void> | null = null;
   let resolveStopped = (): void => {};
   let dead: string | null = null;
+  let answeredAt = Date.now();
+  let stalled = false;
+  let ping = 0;
+  const watch = setInterval(() => {
+    if (!ready || dead !== null) return;
+    send({ t: 'ping', n: ++ping });
+    const age = Date.now() - answeredAt;
+    if (!stalled && age >= wd.stallMs) {
+      stalled = true;
+      log.error('the data plane is not answering: a batch or a request on its thread does not end', { silentMs: age, openRequests: pending.size });
+    }
+  }, wd.intervalMs);
+  watch.unref();
 
   const host: DataPlaneHost = {
     threadId: worker.threadId,
@@ -64,7 +104,17 @@ function startThread(init: DataPlaneInit, log: Logger, shutdown: () => void, ent
       }
       const id = nextId++;
       pending.set(id, { res, done, streaming: false });
+      // Not answered in time (a stalled data plane): say so rather than hang the client.
+      const timer = setTimeout(() => {
+        const p = pending.get(id);
+        if (p === undefined || p.streaming) return;
+        pending.delete(id);
+        sendReply(res, reply(504, { error: `the data plane did not answer within ${wd.callTimeoutMs / 1000} s` }));
+        done();
+      }, wd.callTimeoutMs);
+      timer.unref();
       res.once('close', () => {
+        clearTimeout(timer);
         const p = pending.get(id);
         if (p === undefined) return;
         pending.delete(id);
@@ -73,6 +123,10 @@ function startThread(init: DataPlaneInit, log: Logger, shutdown: () => void, ent
         done();
       });
       send({ t: 'call', id, method, url, body });
+    }),
+    health: () => ({
+      dataPlane: dead !== null ? 'down' : stopping !== null ? 'stopping' : stalled ? 'stalled' : 'ok',
+      answeredMsAgo: Date.now() - answeredAt,
     }),
     stop: () => {
       if (stopping !== null) return stopping;
@@ -142,7 +196,15 @@ function startThread(init: DataPlaneInit, log: Logger, shutdown: () => void, ent
         case 'shutdown':
           shutdown();
           break;
+        case 'pong':
+          answeredAt = Date.now();
+          if (stalled) {
+            stalled = false;
+            log.info('the data plane answers again');
+          }
+          break;
         case 'stopped':
+          clearInterval(watch);
           finishAll();
           // Let its last callbacks run; then make sure it is gone.
           setTimeout(() => void worker.terminate(), 1000).unref();
@@ -153,6 +215,7 @@ function startThread(init: DataPlaneInit, log: Logger, shutdown: () => void, ent
     const die = (why: string) => {
       if (dead !== null) return;
       dead = why;
+      clearInterval(watch);
       finishAll();
       if (!ready) {
         reject(new Error(`data-plane thread: ${why}`));

@@ -101,6 +101,9 @@ async function main(): Promise<void> {
       case 'close':
         closeStream(m.id);
         break;
+      case 'ping':
+        post({ t: 'pong', n: m.n });
+        break;
       case 'stop':
         for (const id of [...streams.keys()]) closeStream(id);
         plane.stop();

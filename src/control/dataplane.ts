@@ -100,6 +100,8 @@ export type ToPlane =
   | { t: 'ack'; id: number }
   /** The client of a streamed reply hung up. */
   | { t: 'close'; id: number }
+  /** The watchdog's question: answered from the thread's event loop, so between two batches. */
+  | { t: 'ping'; n: number }
   | { t: 'stop' };
 
 /** Data-plane thread → main thread. */
@@ -113,4 +115,5 @@ export type FromPlane =
   | { t: 'end'; id: number }
   /** POST /v1/shutdown: the main thread stops the daemon. */
   | { t: 'shutdown' }
+  | { t: 'pong'; n: number }
   | { t: 'stopped' };

@@ -89,3 +89,31 @@ test('a client that hangs up before the data-plane thread opened its stream: the
     rmSync(s.dir, { recursive: true, force: true });
   }
 });
+
+test('a data plane that stops answering: GET /v1/health (answered by the main thread) says stalled, requests get 504 instead of hanging, it is logged, and all is well again when it answers', async () => {
+  const s = setup();
+  try {
+    const d = await startDaemon(s.config, {
+      log: s.log, dataPlaneEntry: new URL('./fixtures/stalling-plane.js', import.meta.url),
+      watchdog: { intervalMs: 50, stallMs: 300, callTimeoutMs: 700 },
+    });
+    const api = new Client(s.socket);
+    await new Promise((r) => setTimeout(r, 200));
+    assert.equal((await api.call<{ dataPlane: string }>('GET', '/v1/health')).dataPlane, 'ok');
+    const t0 = Date.now();
+    const stuck = api.call('GET', '/v1/switch').then(() => null, (e: ApiFailure) => e);
+    await new Promise((r) => setTimeout(r, 500));
+    await assert.rejects(api.call('GET', '/v1/health'), (e: ApiFailure) => e.status === 503 && /stalled/.test(e.message), 'the main thread answers while the data plane is stuck');
+    const e = await stuck;
+    assert.ok(e !== null && e.status === 504 && /did not answer within 0.7 s/.test(e.message), `504: ${String(e)}`);
+    assert.ok(Date.now() - t0 < 1400, 'the client was answered before the data plane came back');
+    await new Promise((r) => setTimeout(r, 1500));
+    assert.equal((await api.call<{ dataPlane: string }>('GET', '/v1/health')).dataPlane, 'ok', 'healthy again');
+    assert.ok(s.lines.some((l) => /the data plane is not answering/.test(l)), 'the stall was logged');
+    assert.ok(s.lines.some((l) => /the data plane answers again/.test(l)), 'and the recovery');
+    await d.stop();
+    assert.equal(await d.stopped, null);
+  } finally {
+    rmSync(s.dir, { recursive: true, force: true });
+  }
+});
