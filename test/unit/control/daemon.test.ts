@@ -29,6 +29,10 @@ test('the data plane runs on its own thread and answers the API through the main
     const sw = await api.call<{ dataPlane: { mode: string; threadId: number }; ports: number }>('GET', '/v1/switch');
     assert.deepEqual(sw.dataPlane, { mode: 'thread', threadId: d.dataPlaneThread });
     assert.equal(sw.ports, 0);
+    await new Promise((r) => setTimeout(r, 1100)); // one watchdog question and its answer
+    const h = await api.call<{ dataPlane: string; answeredMsAgo: number }>('GET', '/v1/health');
+    assert.equal(h.dataPlane, 'ok');
+    assert.ok(h.answeredMsAgo < 1100, `the real data-plane thread answers the watchdog (${h.answeredMsAgo} ms ago)`);
     // Errors cross the thread with their status and message.
     await assert.rejects(api.call('GET', '/v1/ports/nope'), (e: ApiFailure) => e.status === 404 && /no port nope/.test(e.message));
     await assert.rejects(api.call('PATCH', '/v1/switch', {}), (e: ApiFailure) => e.status === 405);
