@@ -155,3 +155,30 @@ export function formatSas(sas: Record<string, any>[], rejected: Record<string, a
   }
   return text;
 }
+
+function duration(s: number): string {
+  const d = Math.floor(s / 86400), h = Math.floor((s % 86400) / 3600), m = Math.floor((s % 3600) / 60), sec = s % 60;
+  return d > 0 ? `${d}d ${h}h` : h > 0 ? `${h}h ${m}m` : m > 0 ? `${m}m ${sec}s` : `${sec}s`;
+}
+
+/** `vswitch status`: GET /v1/switch and GET /v1/health in a few lines. */
+export function formatStatus(sw: Record<string, any>, health: { dataPlane: string; answeredMsAgo: number }): string {
+  const dp = sw['dataPlane'] as { mode: string; threadId: number } | undefined;
+  const w = sw['workers'] as { count: number; reads: boolean; portKinds: string[]; threads: { threadId: number; queues: number }[] };
+  const pool = sw['pool'] as { inUse: number; capacity: number; simdChecksum: boolean; classes: { peak: number }[] };
+  const macs = sw['macTable'] as { entries: number; capacity: number; agingMs: number };
+  const plane = dp === undefined || dp.mode === 'main'
+    ? 'on the main thread'
+    : `its own thread (threadId ${dp.threadId}), ${health.dataPlane === 'ok' ? 'answering' : health.dataPlane} (last answer ${(health.answeredMsAgo / 1000).toFixed(1)} s ago)`;
+  const workers = w.count === 0
+    ? 'none (the data plane does all I/O)'
+    : `${w.count} (${w.reads ? 'read and write' : 'write'} ${w.portKinds.join(', ')} queues): ${w.threads.map((t) => `thread ${t.threadId} holds ${t.queues}`).join(', ')}`;
+  const rows: [string, string][] = [
+    ['switch', `${sw['name']}, pid ${sw['pid']}, up ${duration(Number(sw['uptimeSeconds']))}, ${sw['ports']} ports`],
+    ['data plane', plane],
+    ['I/O workers', workers],
+    ['buffers', `${pool.inUse} of ${pool.capacity} in use (peak ${pool.classes.reduce((a, c) => a + c.peak, 0)}), SIMD checksum ${pool.simdChecksum ? 'on' : 'off'}`],
+    ['MAC table', `${macs.entries} of ${macs.capacity} entries, aging ${Math.round(macs.agingMs / 1000)} s`],
+  ];
+  return rows.map(([k, v]) => `${k.padEnd(12)} ${v}`).join('\n') + '\n';
+}

@@ -13,7 +13,7 @@ import { ApiFailure, Client, DEFAULT_SOCKET, UnreachableError } from './client.j
 import { ConfigError, loadConfig } from '../control/config.js';
 import { readCapture, CaptureFileError } from '../io/pcap-read.js';
 import { PcapngBlockStream } from '../io/pcapng.js';
-import { formatCaps, formatMacs, formatPorts, formatSas, formatStats, formatTrace, type StatsSnapshot } from './format.js';
+import { formatCaps, formatMacs, formatPorts, formatSas, formatStats, formatStatus, formatTrace, type StatsSnapshot } from './format.js';
 
 const VERSION = '0.1.0';
 
@@ -26,6 +26,8 @@ daemon
   check --config FILE          check a configuration file and exit
 
 inspect (talk to a running switch; --socket PATH or $VSWITCH_SOCKET, default ${DEFAULT_SOCKET})
+  status                       the switch: data plane (answering?), I/O workers, buffers, MAC table;
+                               exit 1 when the data plane does not answer
   show                         ports, kinds, devices, state
   caps [PORT]                  capability map: what each uplink can do, what each vNIC was advertised
                                (Linux TUN/ethtool, virtio and NDIS views with --json)
@@ -168,6 +170,20 @@ async function main(argv: string[]): Promise<number> {
       if (values.config === undefined) throw new UsageError('check needs --config FILE');
       const cfg = loadConfig(values.config);
       out(json, cfg, () => `${values.config}: ok (${cfg.ports.length} ports; API at ${cfg.settings.socket})\n`);
+      return 0;
+    }
+    case 'status': {
+      const c = client(values.socket);
+      // Health first: the main thread answers it even when the data plane does not (and then /v1/switch would wait).
+      let health: { dataPlane: string; answeredMsAgo: number };
+      try {
+        health = await c.call('GET', '/v1/health');
+      } catch (e) {
+        if (e instanceof ApiFailure && e.status === 503) throw new ApiFailure(1, `vswitch is not well: ${e.message}`);
+        throw e;
+      }
+      const sw = await c.call('GET', '/v1/switch');
+      out(json, { health, switch: sw }, () => formatStatus(sw, health));
       return 0;
     }
     case 'show': {

@@ -65,6 +65,15 @@ test('show, caps, stats and macs, as tables and as JSON', { skip: !runnable && w
   assert.match(vswitch(['stats', 'vm2'], sock).stdout, /vm2\s+synthetic/);
   const macs = json<{ entries: { port: string }[] }>(['macs'], sock).entries;
   assert.ok(macs.some((e) => e.port === 'vm1') && macs.some((e) => e.port === 'vm2'));
+
+  const status = vswitch(['status'], sock);
+  assert.equal(status.status, 0, status.stderr);
+  assert.match(status.stdout, /^switch\s+\S+, pid \d+, up \d+\S*( \d+s)?, 3 ports$/m);
+  assert.match(status.stdout, /^data plane\s+its own thread \(threadId \d+\), answering \(last answer \d+\.\d s ago\)$/m);
+  assert.match(status.stdout, /^I\/O workers\s+1 \(write legacy, external queues\): thread \d+ holds 1$/m);
+  const st = json<{ health: { dataPlane: string }; switch: { ports: number } }>(['status'], sock);
+  assert.equal(st.health.dataPlane, 'ok');
+  assert.equal(st.switch.ports, 3);
 });
 
 test('stats --watch prints rates until stopped', { skip: !runnable && why }, async () => {
