@@ -18,10 +18,8 @@ import { PerformanceObserver, constants, type PerformanceEntry } from 'node:perf
 import { renameSync, writeFileSync } from 'node:fs';
 import { BroadcastChannel, isMainThread, threadId } from 'node:worker_threads';
 
-export interface ProbeSnapshot {
-  seq: number;
-  /** Wall clock (ms since the epoch) when taken. */
-  t: number;
+/** What each thread counts, and a snapshot sums. */
+interface Counters {
   /** V8's own collections since the probe started (forced ones excluded). */
   gcCount: number;
   minor: number;
@@ -32,6 +30,12 @@ export interface ProbeSnapshot {
   /** heapUsed before and after the forced full collection, bytes. */
   heapUsed: number;
   heapAfterGc: number;
+}
+
+export interface ProbeSnapshot extends Counters {
+  seq: number;
+  /** Wall clock (ms since the epoch) when taken. */
+  t: number;
   rss: number;
   arrayBuffers: number;
   forcedGc: boolean;
@@ -42,15 +46,8 @@ export interface ProbeSnapshot {
 }
 
 /** One thread's part of a snapshot. */
-interface Part {
+interface Part extends Counters {
   threadId: number;
-  gcCount: number;
-  minor: number;
-  major: number;
-  gcPauseMs: number;
-  gcMaxPauseMs: number;
-  heapUsed: number;
-  heapAfterGc: number;
 }
 
 const out = process.env['VSWITCH_BENCH_PROBE'];
