@@ -53,7 +53,7 @@ async function cpuDuring(lab: Lab, seconds: number): Promise<{ main: number; all
   return { main, all };
 }
 
-test('the switch pipeline runs on the data-plane thread: under load the main thread uses next to no CPU (and with dataPlane: main it does the work)', { skip: !runnable && why, timeout: 240_000 }, async () => {
+test('the switch pipeline runs on the data-plane thread: under load the main thread uses next to no CPU (and with dataPlane: main it does the work)', { skip: !runnable && why, timeout: 240_000 }, async (tc) => {
   const threaded = await Lab.start({ nodes: ['vm1', 'vm2', 'leg'] });
   let t: { main: number; all: number };
   try {
@@ -67,6 +67,7 @@ test('the switch pipeline runs on the data-plane thread: under load the main thr
   } finally {
     await threaded.stop();
   }
+  tc.diagnostic(`data-plane thread: main thread ${t.main} of ${t.all} CPU ticks`);
   assert.ok(t.all >= 100, `the daemon worked (${t.all} ticks in all)`);
   assert.ok(t.main <= t.all * 0.05, `main thread: ${t.main} of ${t.all} ticks`);
 
@@ -79,6 +80,7 @@ test('the switch pipeline runs on the data-plane thread: under load the main thr
   } finally {
     await single.stop();
   }
+  tc.diagnostic(`dataPlane: main: main thread ${m.main} of ${m.all} CPU ticks`);
   assert.ok(m.main >= m.all * 0.4, `with dataPlane: main the main thread does the switching: ${m.main} of ${m.all} ticks`);
   assert.deepEqual([...threaded.leftovers(), ...single.leftovers()], [], 'namespaces or devices left behind');
 });
