@@ -180,5 +180,10 @@ export function formatStatus(sw: Record<string, any>, health: { dataPlane: strin
     ['buffers', `${pool.inUse} of ${pool.capacity} in use (peak ${pool.classes.reduce((a, c) => a + c.peak, 0)}), SIMD checksum ${pool.simdChecksum ? 'on' : 'off'}`],
     ['MAC table', `${macs.entries} of ${macs.capacity} entries, aging ${Math.round(macs.agingMs / 1000)} s`],
   ];
+  const threads = sw['threads'] as { role: string; threadId: number; cpuSeconds: number | null }[] | undefined;
+  if (threads !== undefined) {
+    const name = (t: { role: string; threadId: number }) => (t.role === 'io' ? `I/O ${t.threadId}` : t.role === 'data-plane' ? 'data plane' : 'main');
+    rows.push(['CPU', `${threads.map((t) => `${name(t)} ${t.cpuSeconds === null ? '?' : `${t.cpuSeconds.toFixed(1)} s`}`).join(', ')} (since start)`]);
+  }
   return rows.map(([k, v]) => `${k.padEnd(12)} ${v}`).join('\n') + '\n';
 }

@@ -7,7 +7,7 @@
 
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { Writable } from 'node:stream';
-import { chmodSync, existsSync, unlinkSync } from 'node:fs';
+import { chmodSync, existsSync, readFileSync, unlinkSync } from 'node:fs';
 import { timingSafeEqual } from 'node:crypto';
 import { buildFrame, type FrameSpec } from '../wire/builder.js';
 import { macToString } from '../wire/bytes.js';
@@ -45,7 +45,7 @@ export interface ApiContext {
   /** Per-port guest sockets (IPsec SA offload for the VMs' agents). */
   guest: GuestApi;
   /** Where the data plane runs: its own thread or the main thread, and the thread's Node threadId. */
-  dataPlane: { mode: 'thread' | 'main'; threadId: number };
+  dataPlane: { mode: 'thread' | 'main'; threadId: number; tid: number };
 }
 
 /**
@@ -129,6 +129,28 @@ function statsOf(ctx: ApiContext, p: Port): Record<string, unknown> {
   return out;
 }
 
+/** CPU seconds (user + system) thread `tid` of this process has used, from /proc; null when unknown. */
+function threadCpuSeconds(tid: number): number | null {
+  if (tid <= 0) return null;
+  try {
+    const st = readFileSync(`/proc/self/task/${tid}/stat`, 'utf8');
+    // After the command name (which may hold spaces): utime and stime are fields 14 and 15, in USER_HZ (100).
+    const f = st.slice(st.lastIndexOf(')') + 2).split(' ');
+    return (Number(f[11]) + Number(f[12])) / 100;
+  } catch {
+    return null;
+  }
+}
+
+/** The daemon's threads, what each does and the CPU each has used. */
+function threadsView(ctx: ApiContext): { role: 'main' | 'data-plane' | 'io'; threadId: number; tid: number; cpuSeconds: number | null }[] {
+  const dp = ctx.dataPlane;
+  const main = { role: 'main' as const, threadId: 0, tid: process.pid, cpuSeconds: threadCpuSeconds(process.pid) };
+  const plane = dp.mode === 'thread' ? [{ role: 'data-plane' as const, threadId: dp.threadId, tid: dp.tid, cpuSeconds: threadCpuSeconds(dp.tid) }] : [];
+  const io = ctx.rt.workersView().threads.map((w) => ({ role: 'io' as const, threadId: w.threadId, tid: w.tid, cpuSeconds: threadCpuSeconds(w.tid) }));
+  return [main, ...plane, ...io];
+}
+
 route('GET', '/v1/switch', (ctx) => ({
   name: ctx.name,
   pid: process.pid,
@@ -136,8 +158,9 @@ route('GET', '/v1/switch', (ctx) => ({
   ports: ctx.rt.sw.listPorts().length,
   pool: { inUse: ctx.rt.pool.inUse, capacity: ctx.rt.pool.capacity, classes: ctx.rt.pool.stats(), simdChecksum: ctx.rt.pool.memory.accelerated },
   macTable: { entries: ctx.rt.sw.macs.size, capacity: ctx.rt.sw.macs.capacity, agingMs: ctx.rt.sw.macs.agingMs },
-  dataPlane: ctx.dataPlane,
+  dataPlane: { mode: ctx.dataPlane.mode, threadId: ctx.dataPlane.threadId },
   workers: ctx.rt.workersView(),
+  threads: threadsView(ctx),
   dropReasons: DROP_REASONS,
 }));
 

@@ -17,6 +17,7 @@ import type { ApiContext } from './api.js';
 import { GuestApi } from './guest-api.js';
 import { nodeAead } from '../io/aead-node.js';
 import { nativeAeadIfAvailable } from '../io/aead-native.js';
+import { native, nativeAvailable } from '../io/native/index.js';
 
 export type DataPlaneMode = 'thread' | 'main';
 
@@ -63,7 +64,7 @@ export class DataPlane {
     const portYaml = new Map<string, PortYaml>();
     const ctx: ApiContext = {
       rt, log, name: s.name, startedAt: init.startedAt, portYaml, shutdown, saveState, guest,
-      dataPlane: { mode: init.mode, threadId },
+      dataPlane: { mode: init.mode, threadId, tid: nativeAvailable() ? native().gettid() : 0 },
     };
     try {
       cfg.ports.forEach((spec, i) => {

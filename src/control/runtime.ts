@@ -118,12 +118,12 @@ export class Runtime {
   private readonly workerPorts: ReadonlySet<PortKind>;
 
   /** The I/O workers as configured, and the port queues each holds. */
-  workersView(): { count: number; reads: boolean; portKinds: PortKind[]; threads: { threadId: number; queues: number }[] } {
+  workersView(): { count: number; reads: boolean; portKinds: PortKind[]; threads: { threadId: number; tid: number; queues: number }[] } {
     return {
       count: this.ioWorkers.length,
       reads: this.workerReads,
       portKinds: [...this.workerPorts],
-      threads: this.ioWorkers.map((w) => ({ threadId: w.thread.threadId, queues: w.channels })),
+      threads: this.ioWorkers.map((w) => ({ threadId: w.thread.threadId, tid: w.tid, queues: w.channels })),
     };
   }
 

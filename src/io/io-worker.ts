@@ -173,6 +173,9 @@ function onBell(fd: number, fn: () => void): PollHandle {
   });
 }
 
+// Tell the main side this thread's kernel id (its CPU time is in /proc/self/task/TID/stat).
+parentPort!.postMessage({ tid: shim.gettid() });
+
 parentPort!.on('message', (m: { add?: ChannelSpec; remove?: number }) => {
   if (m.add !== undefined) {
     const spec = m.add;

@@ -98,6 +98,8 @@ export class IoWorker {
   private gone = false;
   /** Told when the thread dies unasked (an exception in it): its channels' ports are set down, the daemon goes on. */
   onDeath: ((why: string) => void) | null = null;
+  /** The thread's kernel thread id, once it has said (0 until then). */
+  tid = 0;
   private lastError: Error | null = null;
 
   constructor(readonly pool: BufferPool) {
@@ -105,8 +107,10 @@ export class IoWorker {
     if (!(buffer instanceof SharedArrayBuffer)) throw new Error('I/O workers need shared packet memory');
     this.thread = new Worker(new URL('./io-worker.js', import.meta.url), { workerData: { buffer } });
     this.thread.unref();
-    this.thread.on('message', (m: { removed?: number; fatal?: number; errno?: number }) => {
-      if (m.removed !== undefined) {
+    this.thread.on('message', (m: { removed?: number; fatal?: number; errno?: number; tid?: number }) => {
+      if (m.tid !== undefined) {
+        this.tid = m.tid;
+      } else if (m.removed !== undefined) {
         this.waiting.get(m.removed)?.();
         this.waiting.delete(m.removed);
       } else if (m.fatal !== undefined) {

@@ -60,10 +60,17 @@ test('the switch pipeline runs on the data-plane thread: under load the main thr
     const sw = await threaded.api.call<{ dataPlane: { mode: string; threadId: number } }>('GET', '/v1/switch');
     assert.equal(sw.dataPlane.mode, 'thread');
     assert.ok(sw.dataPlane.threadId > 0, 'a worker thread, not the main thread (0)');
+    const threadCpu = async () => (await threaded.api.call<{ threads: { role: string; cpuSeconds: number }[] }>('GET', '/v1/switch')).threads;
+    const th0 = await threadCpu();
     t = await cpuDuring(threaded, 4);
+    const th1 = await threadCpu();
     // The API still answers while the thread switches (the request crosses to it and back).
     const stats = await threaded.stats();
     assert.ok(stats['vm2']!['txPackets'] > 1000 && stats['leg']!['txPackets'] > 1000, 'traffic went through the switch');
+    // The API says the same of its threads (GET /v1/switch: per-thread CPU since start), over the same load.
+    const used = (role: string) => th1.find((x) => x.role === role)!.cpuSeconds - th0.find((x) => x.role === role)!.cpuSeconds;
+    tc.diagnostic(`GET /v1/switch threads, CPU s during the load: ${['main', 'data-plane', 'io'].map((r) => `${r} ${used(r).toFixed(2)}`).join(', ')}`);
+    assert.ok(used('data-plane') >= 1 && used('main') <= used('data-plane') * 0.05, `the API's per-thread CPU: ${JSON.stringify([th0, th1])}`);
   } finally {
     await threaded.stop();
   }

@@ -29,6 +29,8 @@ export interface NativeShim {
   close(fd: number): number;
   rawOpen(family: 4 | 6, protocol: number, device: string, rcvbuf?: number): number;
   eventfdOpen(): number;
+  /** The calling thread's kernel thread id (for its CPU time in /proc/self/task/TID/stat). */
+  gettid(): number;
   /** out[0] = CLOCK_MONOTONIC in ns (written, not returned: nothing allocated). */
   clockNs(out: Float64Array): void;
   aeadNew(key: Uint8Array): AeadHandle;

@@ -11,7 +11,7 @@
 //                                          PACKET_IGNORE_OUTGOING, PACKET_AUXDATA, bound to the device
 //   packetStats(fd)                        PACKET_STATISTICS [packets, drops] (read-and-reset)
 //   ethtoolFeatures(ifname)                SIOCETHTOOL: [[name, active, fixed], ...]
-//   ifIndex(name), close(fd)
+//   ifIndex(name), close(fd), gettid()
 //   readBatch(fd, mem, offs, caps, lens, tcis, max, mode)
 //                                          read until EAGAIN (≤ max) into mem at offs[i]: one JS call
 //                                          per batch; mode 1 = packet socket (recvmmsg + auxdata VLAN)
@@ -41,6 +41,7 @@
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <sys/eventfd.h>
+#include <sys/syscall.h>
 #include <linux/ethtool.h>
 #include <linux/if_ether.h>
 #include <linux/if_packet.h>
@@ -445,6 +446,12 @@ static napi_value send_to(napi_env env, napi_callback_info info) {
   ssize_t r;
   do { r = sendto(fd, buf + off, (size_t)len, MSG_DONTWAIT, (struct sockaddr*)&ss, sl); } while (r < 0 && errno == EINTR);
   return num(env, r < 0 ? -errno : (double)r);
+}
+
+// gettid() -> the calling thread's kernel thread id (its /proc/self/task/TID: per-thread CPU time).
+static napi_value gettid_js(napi_env env, napi_callback_info info) {
+  (void)info;
+  return num(env, (double)syscall(SYS_gettid));
 }
 
 // eventfdOpen() -> fd (non-blocking, close-on-exec): a doorbell between threads' event loops.
@@ -919,6 +926,7 @@ NAPI_MODULE_INIT() {
   EXPORT("clockNs", clock_ns);
   EXPORT("rawOpen", raw_open);
   EXPORT("eventfdOpen", eventfd_open);
+  EXPORT("gettid", gettid_js);
   EXPORT("aeadNew", aead_new);
   EXPORT("aeadSeal", aead_seal);
   EXPORT("aeadOpen", aead_open);

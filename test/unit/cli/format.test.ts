@@ -24,6 +24,7 @@ test('status: the switch, the data plane and whether it answers, workers, buffer
     workers: { count: 1, reads: false, portKinds: ['legacy', 'external'], threads: [{ threadId: 2, queues: 2 }] },
     pool: { inUse: 256, capacity: 33792, simdChecksum: true, classes: [{ peak: 2 }, { peak: 320 }] },
     macTable: { entries: 4, capacity: 16384, agingMs: 300000 },
+    threads: [{ role: 'main', threadId: 0, cpuSeconds: 0.12 }, { role: 'data-plane', threadId: 1, cpuSeconds: 12.34 }, { role: 'io', threadId: 2, cpuSeconds: null }],
   };
   assert.equal(formatStatus(sw, { dataPlane: 'ok', answeredMsAgo: 412 }), [
     'switch       dc1, pid 42, up 1h 2m, 4 ports',
@@ -31,6 +32,7 @@ test('status: the switch, the data plane and whether it answers, workers, buffer
     'I/O workers  1 (write legacy, external queues): thread 2 holds 2',
     'buffers      256 of 33792 in use (peak 322), SIMD checksum on',
     'MAC table    4 of 16384 entries, aging 300 s',
+    'CPU          main 0.1 s, data plane 12.3 s, I/O 2 ? (since start)',
     '',
   ].join('\n'));
   const main = formatStatus({ ...sw, dataPlane: { mode: 'main', threadId: 0 }, workers: { count: 0, reads: false, portKinds: [], threads: [] } }, { dataPlane: 'ok', answeredMsAgo: 0 });

@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { createConnection } from 'node:net';
 import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
-import { startDaemon } from '../../../src/control/daemon.js';
+import { startDaemon, type DaemonHandle } from '../../../src/control/daemon.js';
 import { createLogger } from '../../../src/control/log.js';
 import { Client, ApiFailure } from '../../../src/cli/client.js';
 
@@ -24,14 +24,20 @@ function setup(extra = ''): { dir: string; config: string; socket: string; lines
 
 test('the data plane runs on its own thread and answers the API through the main thread; shutdown over the API stops both', async () => {
   const s = setup();
+  const d = await startDaemon(s.config, { log: s.log });
   try {
-    const d = await startDaemon(s.config, { log: s.log });
     assert.ok(d.dataPlaneThread > 0, 'a worker thread');
     const api = new Client(s.socket);
-    const sw = await api.call<{ dataPlane: { mode: string; threadId: number }; ports: number }>('GET', '/v1/switch');
+    await new Promise((r) => setTimeout(r, 1100)); // one watchdog question and its answer; the I/O worker up
+    const sw = await api.call<{ dataPlane: { mode: string; threadId: number }; ports: number; threads: { role: string; threadId: number; tid: number; cpuSeconds: number | null }[] }>('GET', '/v1/switch');
     assert.deepEqual(sw.dataPlane, { mode: 'thread', threadId: d.dataPlaneThread });
     assert.equal(sw.ports, 0);
-    await new Promise((r) => setTimeout(r, 1100)); // one watchdog question and its answer
+    // Every thread with its kernel id and CPU time: main (this process), the data plane, the I/O worker.
+    assert.deepEqual(sw.threads.map((t) => t.role), ['main', 'data-plane', 'io']);
+    assert.equal(sw.threads[0]!.tid, process.pid);
+    assert.equal(sw.threads[1]!.threadId, d.dataPlaneThread);
+    assert.equal(new Set(sw.threads.map((t) => t.tid)).size, 3, `three different kernel threads: ${JSON.stringify(sw.threads)}`);
+    assert.ok(sw.threads.every((t) => t.tid > 0 && typeof t.cpuSeconds === 'number' && t.cpuSeconds >= 0), JSON.stringify(sw.threads));
     const h = await api.call<{ dataPlane: string; answeredMsAgo: number }>('GET', '/v1/health');
     assert.equal(h.dataPlane, 'ok');
     assert.ok(h.answeredMsAgo < 1100, `the real data-plane thread answers the watchdog (${h.answeredMsAgo} ms ago)`);
@@ -43,28 +49,32 @@ test('the data plane runs on its own thread and answers the API through the main
     assert.ok(!existsSync(s.socket), 'socket removed');
     assert.ok(!existsSync(join(s.dir, 't.state.json')), 'state file removed');
   } finally {
+    await d.stop();
     rmSync(s.dir, { recursive: true, force: true });
   }
 });
 
 test('with dataPlane: main the switch runs on the main thread', async () => {
   const s = setup('  dataPlane: main\n');
+  let d: DaemonHandle | null = null;
   try {
-    const d = await startDaemon(s.config, { log: s.log });
+    d = await startDaemon(s.config, { log: s.log });
     assert.equal(d.dataPlaneThread, 0);
     const sw = await new Client(s.socket).call<{ dataPlane: unknown }>('GET', '/v1/switch');
     assert.deepEqual(sw.dataPlane, { mode: 'main', threadId: 0 });
     await d.stop();
     assert.equal(await d.stopped, null);
   } finally {
+    await d?.stop();
     rmSync(s.dir, { recursive: true, force: true });
   }
 });
 
 test('a data-plane thread that dies: the request in flight gets 503, the daemon logs why, cleans up and reports it (the CLI exits 1)', async () => {
   const s = setup();
+  let d: DaemonHandle | null = null;
   try {
-    const d = await startDaemon(s.config, { log: s.log, dataPlaneEntry: new URL('./fixtures/failing-plane.js', import.meta.url) });
+    d = await startDaemon(s.config, { log: s.log, dataPlaneEntry: new URL('./fixtures/failing-plane.js', import.meta.url) });
     const api = new Client(s.socket);
     await assert.rejects(api.call('GET', '/v1/switch'), (e: ApiFailure) => e.status === 503 && /data plane is down/.test(e.message));
     const why = await d.stopped;
@@ -72,14 +82,16 @@ test('a data-plane thread that dies: the request in flight gets 503, the daemon 
     assert.ok(s.lines.some((l) => /the data-plane thread died/.test(l) && /a bug in the data plane/.test(l)), 'logged with the reason');
     assert.ok(!existsSync(s.socket), 'socket removed');
   } finally {
+    await d?.stop();
     rmSync(s.dir, { recursive: true, force: true });
   }
 });
 
 test('a client that hangs up before the data-plane thread opened its stream: the thread is told, so a capture cannot run on for nobody', async () => {
   const s = setup();
+  let d: DaemonHandle | null = null;
   try {
-    const d = await startDaemon(s.config, { log: s.log, dataPlaneEntry: new URL('./fixtures/slow-stream-plane.js', import.meta.url) });
+    d = await startDaemon(s.config, { log: s.log, dataPlaneEntry: new URL('./fixtures/slow-stream-plane.js', import.meta.url) });
     await new Promise<void>((res, rej) => {
       const c = createConnection(s.socket, () => {
         c.end('GET /v1/ports/vm1/capture HTTP/1.1\r\nHost: vswitch\r\n\r\n');
@@ -92,14 +104,16 @@ test('a client that hangs up before the data-plane thread opened its stream: the
     await d.stop();
     assert.equal(await d.stopped, null);
   } finally {
+    await d?.stop();
     rmSync(s.dir, { recursive: true, force: true });
   }
 });
 
 test('a data plane that stops answering (stuck for 5 s): GET /v1/health (answered by the main thread) says stalled, requests get 504 instead of hanging, it is logged, and all is well again when it answers', async () => {
   const s = setup();
+  let d: DaemonHandle | null = null;
   try {
-    const d = await startDaemon(s.config, {
+    d = await startDaemon(s.config, {
       log: s.log, dataPlaneEntry: new URL('./fixtures/stalling-plane.js', import.meta.url),
       watchdog: { intervalMs: 50, stallMs: 300, callTimeoutMs: 2000 },
     });
@@ -128,6 +142,7 @@ test('a data plane that stops answering (stuck for 5 s): GET /v1/health (answere
     await d.stop();
     assert.equal(await d.stopped, null);
   } finally {
+    await d?.stop();
     rmSync(s.dir, { recursive: true, force: true });
   }
 });
