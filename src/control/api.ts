@@ -7,7 +7,7 @@
 
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { Writable } from 'node:stream';
-import { chmodSync, existsSync, readFileSync, unlinkSync } from 'node:fs';
+import { chmodSync, existsSync, unlinkSync } from 'node:fs';
 import { timingSafeEqual } from 'node:crypto';
 import { buildFrame, type FrameSpec } from '../wire/builder.js';
 import { macToString } from '../wire/bytes.js';
@@ -25,6 +25,7 @@ import type { Runtime } from './runtime.js';
 import { TAP_TX_QUEUE_LEN } from './runtime.js';
 import type { Logger } from './log.js';
 import type { GuestApi } from './guest-api.js';
+import { STAT_STIME, STAT_UTIME, USER_HZ, statFields } from './procfs.js';
 
 export class ApiError extends Error {
   constructor(readonly status: number, message: string, readonly issues?: unknown) {
@@ -131,15 +132,8 @@ function statsOf(ctx: ApiContext, p: Port): Record<string, unknown> {
 
 /** CPU seconds (user + system) thread `tid` of this process has used, from /proc; null when unknown. */
 function threadCpuSeconds(tid: number): number | null {
-  if (tid <= 0) return null;
-  try {
-    const st = readFileSync(`/proc/self/task/${tid}/stat`, 'utf8');
-    // After the command name (which may hold spaces): utime and stime are fields 14 and 15, in USER_HZ (100).
-    const f = st.slice(st.lastIndexOf(')') + 2).split(' ');
-    return (Number(f[11]) + Number(f[12])) / 100;
-  } catch {
-    return null;
-  }
+  const f = tid > 0 ? statFields(`/proc/self/task/${tid}/stat`) : null;
+  return f === null ? null : (Number(f[STAT_UTIME]) + Number(f[STAT_STIME])) / USER_HZ;
 }
 
 /** The daemon's threads, what each does and the CPU each has used. */
@@ -411,9 +405,21 @@ export function reply(status: number, obj: unknown): ApiReply {
   return { status, json: `${JSON.stringify(obj, null, 1)}\n` };
 }
 
+/** A request's path without trailing slashes ("/" for none). */
+function pathOf(url: URL): string {
+  return url.pathname.replace(/\/+$/, '') || '/';
+}
+
+/** The reply to a request that threw: its ApiError's status and message, or 500 (logged: a bug or the host). */
+function errorReply(e: unknown, log: Logger, path: string): ApiReply {
+  if (e instanceof ApiError) return reply(e.status, { error: e.message, ...(e.issues !== undefined ? { issues: e.issues } : {}) });
+  log.error('API request failed', { path, error: String((e as Error).stack ?? e) });
+  return reply(500, { error: (e as Error).message });
+}
+
 /** Answer one request against the data plane's state. Null: the handler answers with a stream (call.stream). */
 export async function dispatch(ctx: ApiContext, call: ApiCall, body: unknown): Promise<ApiReply | null> {
-  const path = call.url.pathname.replace(/\/+$/, '') || '/';
+  const path = pathOf(call.url);
   try {
     let methodOk = false;
     for (const [method, re, h] of routes) {
@@ -425,9 +431,7 @@ export async function dispatch(ctx: ApiContext, call: ApiCall, body: unknown): P
     }
     throw new ApiError(methodOk ? 405 : 404, methodOk ? `${call.method} not allowed on ${path}` : `no such endpoint ${path}`);
   } catch (e) {
-    if (e instanceof ApiError) return reply(e.status, { error: e.message, ...(e.issues !== undefined ? { issues: e.issues } : {}) });
-    ctx.log.error('API request failed', { path, error: String((e as Error).stack ?? e) });
-    return reply(500, { error: (e as Error).message });
+    return errorReply(e, ctx.log, path);
   }
 }
 
@@ -464,21 +468,18 @@ export function serveLocal(ctx: ApiContext): ApiServe {
 function front(api: ApiFront, log: Logger) {
   return async (req: IncomingMessage, res: ServerResponse): Promise<void> => {
     const method = req.method ?? 'GET';
+    const url = req.url ?? '/';
     try {
-      if (method === 'GET' && new URL(req.url ?? '/', 'http://x').pathname.replace(/\/+$/, '') === '/v1/health') {
+      if (method === 'GET' && pathOf(new URL(url, 'http://x')) === '/v1/health') {
         const h = api.health();
         const ok = h.dataPlane === 'ok';
         sendReply(res, reply(ok ? 200 : 503, ok ? h : { error: `the data plane is ${h.dataPlane} (last answer ${(h.answeredMsAgo / 1000).toFixed(1)} s ago)`, ...h }));
         return;
       }
       const body = method === 'GET' || method === 'DELETE' ? undefined : await readBody(req);
-      await api.serve(method, req.url ?? '/', body, res);
+      await api.serve(method, url, body, res);
     } catch (e) {
-      if (e instanceof ApiError) sendReply(res, reply(e.status, { error: e.message }));
-      else {
-        log.error('API request failed', { path: req.url, error: String((e as Error).stack ?? e) });
-        sendReply(res, reply(500, { error: (e as Error).message }));
-      }
+      sendReply(res, errorReply(e, log, url));
     }
   };
 }
