@@ -7,7 +7,7 @@
 
 import { Worker } from 'node:worker_threads';
 import type { BufferPool } from '../packet/pool.js';
-import type { NativeShim } from './native/index.js';
+import { Errno, type NativeShim } from './native/index.js';
 import type { SpscRing } from './ring.js';
 
 /** TX record: buffer index, frame offset, length, TCI (-1 none), virtio header offset, spare. */
@@ -87,8 +87,6 @@ export function wakeIfStalled(ring: SpscRing, shim: NativeShim, bell: number): v
   }
 }
 
-const EIO = 5;
-
 /** One worker thread and the channels it serves. */
 export class IoWorker {
   readonly thread: Worker;
@@ -126,11 +124,9 @@ export class IoWorker {
       // Every channel it served has lost its reader or writer: fail them (their ports go down)...
       const failed = [...this.fatal.values()];
       this.fatal.clear();
-      for (const f of failed) f(EIO);
+      for (const f of failed) f(Errno.EIO);
       // ...and whatever waited for it to let go of a channel need not wait.
-      const w = [...this.waiting.values()];
-      this.waiting.clear();
-      for (const f of w) f();
+      this.releaseWaiting();
     });
   }
 
@@ -158,11 +154,14 @@ export class IoWorker {
   terminate(): void {
     if (this.gone) return;
     this.gone = true;
-    void this.thread.terminate().then(() => {
-      const w = [...this.waiting.values()];
-      this.waiting.clear();
-      for (const f of w) f();
-    });
+    void this.thread.terminate().then(() => this.releaseWaiting());
+  }
+
+  /** The thread is gone: every channel removal waiting for it finishes now. */
+  private releaseWaiting(): void {
+    const w = [...this.waiting.values()];
+    this.waiting.clear();
+    for (const f of w) f();
   }
 }
 
