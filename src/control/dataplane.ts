@@ -66,6 +66,7 @@ export class DataPlane {
       rt, log, name: s.name, startedAt: init.startedAt, portYaml, shutdown, saveState, guest,
       dataPlane: { mode: init.mode, threadId, tid: nativeAvailable() ? native().gettid() : 0 },
     };
+    const plane = new DataPlane(ctx);
     try {
       cfg.ports.forEach((spec, i) => {
         try {
@@ -78,11 +79,10 @@ export class DataPlane {
       });
       for (const p of rt.sw.listPorts()) await guest.open(p);
     } catch (e) {
-      guest.closeAll();
-      rt.stop();
+      plane.stop();
       throw e;
     }
-    return new DataPlane(ctx);
+    return plane;
   }
 
   /** Close every guest socket and port, remove what was created. Idempotent. */
