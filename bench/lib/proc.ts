@@ -10,6 +10,7 @@ import { linkNames, must as mustCommand, netnsList, run as runCommand, type RunR
 export { linkNames, netnsList };
 
 export type { RunResult } from '../../src/cli/subprocess.js';
+import { STAT_STIME, STAT_UTIME, statFields } from '../../src/control/procfs.js';
 
 /** Run a command to its end without blocking the event loop; never throws (code -1: could not start or timed out). */
 export function run(cmd: string, args: string[], timeoutMs = 30_000, env?: NodeJS.ProcessEnv): Promise<RunResult> {
@@ -129,14 +130,8 @@ export function cpuSeconds(pid: number): { user: number; sys: number } | null {
     const r = spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' });
     clkTck = Number((r.stdout ?? '').trim()) || 100;
   }
-  try {
-    const s = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    // Fields after the command name (which may contain spaces) start at ") ".
-    const f = s.slice(s.lastIndexOf(')') + 2).split(' ');
-    return { user: Number(f[11]) / clkTck, sys: Number(f[12]) / clkTck }; // utime, stime: fields 14, 15
-  } catch {
-    return null;
-  }
+  const f = statFields(`/proc/${pid}/stat`);
+  return f === null ? null : { user: Number(f[STAT_UTIME]) / clkTck, sys: Number(f[STAT_STIME]) / clkTck };
 }
 
 /** Resident set size in bytes; null if the process is gone. */

@@ -14,6 +14,7 @@ import { createLogger, type Logger } from './log.js';
 import { listen } from './api.js';
 import type { StateFile } from './dataplane.js';
 import { startDataPlane, type DataPlaneHost, type Watchdog } from './dataplane-host.js';
+import { STAT_STATE, statFields } from './procfs.js';
 
 function alive(pid: number): boolean {
   try {
@@ -22,12 +23,8 @@ function alive(pid: number): boolean {
     return (e as NodeJS.ErrnoException).code === 'EPERM';
   }
   // A killed process its parent has not reaped yet is a zombie: dead for our purposes.
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z';
-  } catch {
-    return false;
-  }
+  const f = statFields(`/proc/${pid}/stat`);
+  return f !== null && f[STAT_STATE] !== 'Z';
 }
 
 /** A previous run of this switch that died without cleaning up: remove what it made. */

@@ -6,7 +6,8 @@
 // `dataPlane: main`, where the main thread does the work.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { readdirSync, readFileSync } from 'node:fs';
+import { readdirSync } from 'node:fs';
+import { STAT_STIME, STAT_UTIME, statFields } from '../../src/control/procfs.js';
 import { Lab } from '../util/lab.js';
 import { hasCommand, inCI, isRoot } from '../util/env.js';
 
@@ -18,15 +19,9 @@ if (!runnable && inCI) throw new Error(`cannot run in CI: ${why}`);
 function threadTicks(pid: number): Map<number, number> {
   const out = new Map<number, number>();
   for (const tid of readdirSync(`/proc/${pid}/task`)) {
-    let stat: string;
-    try {
-      stat = readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8');
-    } catch {
-      continue; // a thread that ended meanwhile
-    }
-    // Fields after the command name (which may hold spaces): state is field 3, utime 14, stime 15.
-    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    out.set(Number(tid), Number(f[11]) + Number(f[12]));
+    const f = statFields(`/proc/${pid}/task/${tid}/stat`);
+    if (f === null) continue; // a thread that ended meanwhile
+    out.set(Number(tid), Number(f[STAT_UTIME]) + Number(f[STAT_STIME]));
   }
   return out;
 }
