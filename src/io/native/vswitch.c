@@ -74,14 +74,19 @@ static napi_value throw_errno(napi_env env, const char* what, int err) {
   return NULL;
 }
 
+// Throw "fn: step: <err's text>".
+static napi_value throw_step(napi_env env, const char* fn, const char* step, int err) {
+  char what[64];
+  snprintf(what, sizeof what, "%s: %s", fn, step);
+  return throw_errno(env, what, err);
+}
+
 // A socket set-up step failed: close the socket and throw "fn: step: <errno's text>", with the
 // errno of that step (nothing may run between the failed call and this one).
 static napi_value close_and_throw(napi_env env, int fd, const char* fn, const char* step) {
   int e = errno;
   close(fd);
-  char what[64];
-  snprintf(what, sizeof what, "%s: %s", fn, step);
-  return throw_errno(env, what, e);
+  return throw_step(env, fn, step, e);
 }
 
 static int32_t arg_i32(napi_env env, napi_value v) {
@@ -286,9 +291,7 @@ static int ethtool_begin(napi_env env, const char* fn, const char* name, struct 
   int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
   if (fd < 0) fd = socket(AF_PACKET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
   if (fd < 0) {
-    char what[64];
-    snprintf(what, sizeof what, "%s: socket", fn);
-    throw_errno(env, what, errno);
+    throw_step(env, fn, "socket", errno);
     return -1;
   }
   memset(ifr, 0, sizeof *ifr);
