@@ -10,24 +10,44 @@ import { createConnection } from 'node:net';
 import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { startDaemon, type DaemonHandle } from '../../../src/control/daemon.js';
+import type { Watchdog } from '../../../src/control/dataplane-host.js';
 import { createLogger } from '../../../src/control/log.js';
 import { Client, ApiFailure } from '../../../src/cli/client.js';
 
-function setup(extra = ''): { dir: string; config: string; socket: string; lines: string[]; log: ReturnType<typeof createLogger> } {
+interface Setup { dir: string; socket: string; lines: string[] }
+
+/**
+ * A daemon without ports in a directory of its own (`switch` lines of the
+ * config in `extra`), its log lines collected, with the data-plane thread's
+ * script from fixtures/ when `fixture` is given; `body` runs against it, and
+ * the daemon is stopped and the directory removed whatever happens.
+ */
+async function withDaemon(
+  o: { extra?: string; fixture?: string; watchdog?: Watchdog },
+  body: (d: DaemonHandle, s: Setup, api: Client) => Promise<void>,
+): Promise<void> {
   const dir = mkdtempSync(join(tmpdir(), 'vswitch-daemon-'));
   const socket = join(dir, 'api.sock');
   const config = join(dir, 'switch.yaml');
-  writeFileSync(config, `switch:\n  name: t\n  stateDir: ${dir}\n  api:\n    socket: ${socket}\n${extra}ports: []\n`);
+  writeFileSync(config, `switch:\n  name: t\n  stateDir: ${dir}\n  api:\n    socket: ${socket}\n${o.extra ?? ''}ports: []\n`);
   const lines: string[] = [];
-  return { dir, config, socket, lines, log: createLogger({ level: 'info', write: (l) => lines.push(l) }) };
+  let d: DaemonHandle | null = null;
+  try {
+    d = await startDaemon(config, {
+      log: createLogger({ level: 'info', write: (l) => lines.push(l) }),
+      ...(o.fixture !== undefined ? { dataPlaneEntry: new URL(`./fixtures/${o.fixture}.js`, import.meta.url) } : {}),
+      ...(o.watchdog !== undefined ? { watchdog: o.watchdog } : {}),
+    });
+    await body(d, { dir, socket, lines }, new Client(socket));
+  } finally {
+    await d?.stop();
+    rmSync(dir, { recursive: true, force: true });
+  }
 }
 
 test('the data plane runs on its own thread and answers the API through the main thread; shutdown over the API stops both', async () => {
-  const s = setup();
-  const d = await startDaemon(s.config, { log: s.log });
-  try {
+  await withDaemon({}, async (d, s, api) => {
     assert.ok(d.dataPlaneThread > 0, 'a worker thread');
-    const api = new Client(s.socket);
     await new Promise((r) => setTimeout(r, 1100)); // one watchdog question and its answer; the I/O worker up
     const sw = await api.call<{ dataPlane: { mode: string; threadId: number }; ports: number; threads: { role: string; threadId: number; tid: number; cpuSeconds: number | null }[] }>('GET', '/v1/switch');
     assert.deepEqual(sw.dataPlane, { mode: 'thread', threadId: d.dataPlaneThread });
@@ -48,50 +68,31 @@ test('the data plane runs on its own thread and answers the API through the main
     assert.equal(await d.stopped, null, 'a clean stop');
     assert.ok(!existsSync(s.socket), 'socket removed');
     assert.ok(!existsSync(join(s.dir, 't.state.json')), 'state file removed');
-  } finally {
-    await d.stop();
-    rmSync(s.dir, { recursive: true, force: true });
-  }
+  });
 });
 
 test('with dataPlane: main the switch runs on the main thread', async () => {
-  const s = setup('  dataPlane: main\n');
-  let d: DaemonHandle | null = null;
-  try {
-    d = await startDaemon(s.config, { log: s.log });
+  await withDaemon({ extra: '  dataPlane: main\n' }, async (d, _s, api) => {
     assert.equal(d.dataPlaneThread, 0);
-    const sw = await new Client(s.socket).call<{ dataPlane: unknown }>('GET', '/v1/switch');
+    const sw = await api.call<{ dataPlane: unknown }>('GET', '/v1/switch');
     assert.deepEqual(sw.dataPlane, { mode: 'main', threadId: 0 });
     await d.stop();
     assert.equal(await d.stopped, null);
-  } finally {
-    await d?.stop();
-    rmSync(s.dir, { recursive: true, force: true });
-  }
+  });
 });
 
 test('a data-plane thread that dies: the request in flight gets 503, the daemon logs why, cleans up and reports it (the CLI exits 1)', async () => {
-  const s = setup();
-  let d: DaemonHandle | null = null;
-  try {
-    d = await startDaemon(s.config, { log: s.log, dataPlaneEntry: new URL('./fixtures/failing-plane.js', import.meta.url) });
-    const api = new Client(s.socket);
+  await withDaemon({ fixture: 'failing-plane' }, async (d, s, api) => {
     await assert.rejects(api.call('GET', '/v1/switch'), (e: ApiFailure) => e.status === 503 && /data plane is down/.test(e.message));
     const why = await d.stopped;
     assert.match(why ?? '', /a bug in the data plane/);
     assert.ok(s.lines.some((l) => /the data-plane thread died/.test(l) && /a bug in the data plane/.test(l)), 'logged with the reason');
     assert.ok(!existsSync(s.socket), 'socket removed');
-  } finally {
-    await d?.stop();
-    rmSync(s.dir, { recursive: true, force: true });
-  }
+  });
 });
 
 test('a client that hangs up before the data-plane thread opened its stream: the thread is told, so a capture cannot run on for nobody', async () => {
-  const s = setup();
-  let d: DaemonHandle | null = null;
-  try {
-    d = await startDaemon(s.config, { log: s.log, dataPlaneEntry: new URL('./fixtures/slow-stream-plane.js', import.meta.url) });
+  await withDaemon({ fixture: 'slow-stream-plane' }, async (d, s) => {
     await new Promise<void>((res, rej) => {
       const c = createConnection(s.socket, () => {
         c.end('GET /v1/ports/vm1/capture HTTP/1.1\r\nHost: vswitch\r\n\r\n');
@@ -103,21 +104,11 @@ test('a client that hangs up before the data-plane thread opened its stream: the
     assert.ok(s.lines.some((l) => /told: client gone/.test(l)), `the thread was told: ${s.lines.join('\n')}`);
     await d.stop();
     assert.equal(await d.stopped, null);
-  } finally {
-    await d?.stop();
-    rmSync(s.dir, { recursive: true, force: true });
-  }
+  });
 });
 
 test('a data plane that stops answering (stuck for 5 s): GET /v1/health (answered by the main thread) says stalled, requests get 504 instead of hanging, it is logged, and all is well again when it answers', async () => {
-  const s = setup();
-  let d: DaemonHandle | null = null;
-  try {
-    d = await startDaemon(s.config, {
-      log: s.log, dataPlaneEntry: new URL('./fixtures/stalling-plane.js', import.meta.url),
-      watchdog: { intervalMs: 50, stallMs: 300, callTimeoutMs: 2000 },
-    });
-    const api = new Client(s.socket);
+  await withDaemon({ fixture: 'stalling-plane', watchdog: { intervalMs: 50, stallMs: 300, callTimeoutMs: 2000 } }, async (d, s, api) => {
     await new Promise((r) => setTimeout(r, 200));
     assert.equal((await api.call<{ dataPlane: string }>('GET', '/v1/health')).dataPlane, 'ok');
     const t0 = Date.now();
@@ -128,7 +119,7 @@ test('a data plane that stops answering (stuck for 5 s): GET /v1/health (answere
     const status = await new Promise<{ code: number | null; err: string }>((res) => {
       const c = spawn(process.execPath, [fileURLToPath(new URL('../../../src/cli/main.js', import.meta.url)), 'status', '--socket', s.socket]);
       let err = '';
-      c.stderr.on('data', (d: Buffer) => { err += d.toString(); });
+      c.stderr.on('data', (b: Buffer) => { err += b.toString(); });
       c.once('exit', (code) => res({ code, err }));
     });
     assert.equal(status.code, 1, status.err);
@@ -141,8 +132,5 @@ test('a data plane that stops answering (stuck for 5 s): GET /v1/health (answere
     assert.ok(s.lines.some((l) => /the data plane answers again/.test(l)), 'and the recovery');
     await d.stop();
     assert.equal(await d.stopped, null);
-  } finally {
-    await d?.stop();
-    rmSync(s.dir, { recursive: true, force: true });
-  }
+  });
 });
